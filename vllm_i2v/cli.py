@@ -1,0 +1,145 @@
+"""The ``vllm-i2v`` command: thin wrappers over the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import VllmI2VError
+
+SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
+
+
+def _build(args) -> None:
+    import yaml
+
+    from .models import build_video_llm
+    from .models.spec import load_build_spec
+
+    spec = load_build_spec(args.spec, args.overrides)
+    started = time.perf_counter()
+    print(f"building from {args.spec} (vision: {spec['vision'] if isinstance(spec['vision'], str) else 'random init'}, "
+          f"llm: {spec['llm']}, projector: {spec.get('projector', {}).get('type', 'stpool')})")
+    model, processor = build_video_llm(spec)
+    out = Path(args.out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "build_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    total = sum(p.numel() for p in model.parameters())
+    print(f"saved {out} ({total / 1e6:.1f}M parameters) in {time.perf_counter() - started:.1f}s")
+
+
+def _encode(args) -> None:
+    import torch
+
+    from .models import VideoLLM, VideoLLMProcessor
+    from .video import make_sampler, read_video
+
+    times: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name):
+        start = time.perf_counter()
+        yield
+        times[name] = time.perf_counter() - start
+
+    with stage("load model"):
+        model = VideoLLM.from_pretrained(args.model)
+        processor = VideoLLMProcessor.from_pretrained(args.model, model.config)
+    question = args.question
+    conversation = [{"role": "user", "content": f"{model.config.video_token}\n{question}"}]
+    text_tokens = len(processor.tokenize(conversation)[0])
+    max_frames = processor.max_frames(reserved_tokens=text_tokens)
+    sampler = make_sampler(args.sampler, args.frames or model.config.num_frames, fps=args.fps)
+    with stage("decode"):
+        clip = read_video(args.video, sampler, start=args.start, end=args.end, backend=args.backend, max_frames=max_frames)
+    with stage("preprocess + tokenize"):
+        batch = processor([conversation], [[clip]])
+    with torch.no_grad():
+        with stage("vision tower"):
+            features = model.vision_features(batch["pixel_values"])
+        with stage("projector"):
+            (visual,) = model.project(features, batch["frame_counts"])
+        with stage("merge"):
+            embeds = model.merge(batch["input_ids"], [visual])
+        with stage("LLM prefill"):
+            logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+    print(f"video        {clip.path} ({clip.backend}, {clip.num_source_frames} frames at {clip.fps:.2f} fps)")
+    print(f"frames       {tuple(clip.frames.shape)} at t = {', '.join(f'{t:.2f}' for t in clip.timestamps)} s")
+    print(f"pixels       {tuple(batch['pixel_values'].shape)}")
+    print(f"features     {tuple(features.shape)} (layer {model.config.vision_feature_layer}, {model.config.vision_feature_select})")
+    print(f"visual tokens {tuple(visual.shape)} ({model.config.projector['type']})")
+    print(f"LLM input    {tuple(embeds.shape)} -> logits {tuple(logits.shape)}")
+    print("stage times:")
+    for name, seconds in times.items():
+        print(f"  {name:<22} {seconds * 1000:9.1f} ms")
+
+
+def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
+    parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
+    parser.add_argument("--fps", type=float, default=None, help="frames per second for --sampler fps")
+    parser.add_argument("--start", type=float, default=None, help="clip start, seconds")
+    parser.add_argument("--end", type=float, default=None, help="clip end, seconds")
+    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vllm-i2v",
+        description="Turn an image-language foundation model into a video chat model.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v build configs/model/demo-random-clip-smollm2.yaml outputs/demo\n"
+        "  vllm-i2v encode --model outputs/demo",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser(
+        "build",
+        help="assemble a VideoLLM checkpoint from a vision tower and a chat LLM",
+        description="Assemble a VideoLLM checkpoint (safetensors) from an image-pretrained vision tower, a "
+        "temporal projector (new weights) and a chat LLM, as named in a build spec.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v build configs/model/clip-l336-qwen2.5-0.5b-stpool.yaml outputs/my-model "
+        "projector.type=adapool",
+    )
+    build.add_argument("spec", help="build spec YAML (see configs/model/)")
+    build.add_argument("out", help="output checkpoint directory")
+    build.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys for nesting (projector.type=mlp)")
+    build.set_defaults(run=_build)
+
+    encode = sub.add_parser(
+        "encode",
+        help="run a video through the whole model path and print shapes and stage times",
+        description="Decode a video, preprocess its frames, run the vision tower and projector, merge the visual "
+        "tokens into the prompt and run the LLM over it; print every shape and the time of each stage.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v encode clip.mp4 --model outputs/demo --frames 16 --sampler uniform",
+    )
+    encode.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO), help="video, GIF, image or frame folder "
+                        "(default: the bundled sample clip)")
+    encode.add_argument("--model", required=True, help="VideoLLM checkpoint directory (from `vllm-i2v build`)")
+    encode.add_argument("--question", default="What happens in this video?", help="text around the <video> placeholder")
+    _add_sampling_args(encode)
+    encode.set_defaults(run=_encode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        args.run(args)
+    except VllmI2VError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Assemble a VideoLLM from an image-pretrained vision tower and a chat LLM (the "build" recipe).
+
+A build spec (YAML in ``configs/model/``) names the parts::
+
+    vision: openai/clip-vit-large-patch14-336      # local dir or hub id; or {random_init: {model_type: ...}}
+    llm: Qwen/Qwen2.5-0.5B-Instruct                # local dir, hub id, or a .gguf file
+    projector: {type: stpool}
+    vision_feature_layer: -2
+    vision_feature_select: patch
+    num_frames: 8
+
+The vision tower and LLM keep their pretrained weights (every weight must load); the projector starts random.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from ..errors import CheckpointError, ConfigError
+from .configuration import VideoLLMConfig
+from .modeling import VideoLLM
+from .preprocess import PreprocessSpec
+from .processor import VideoLLMProcessor, prepare_tokenizer
+from .vision import feature_geometry, load_pretrained_vision
+
+logger = logging.getLogger(__name__)
+
+BUILD_KEYS = {
+    "vision", "llm", "tokenizer", "projector", "vision_feature_layer", "vision_feature_select", "vision_lora",
+    "num_frames", "dtype", "trust_remote_code",
+}  # fmt: skip
+
+
+def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file (dequantized to float)."""
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if str(source).endswith(".gguf"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{source}: no such GGUF file")
+        kwargs["gguf_file"] = path.name
+        source = str(path.parent)
+    tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k != "dtype"})
+    model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True, **kwargs)
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
+        raise CheckpointError(f"{source}: LLM weights do not all load: {missing}")
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and "gguf" in kwargs:  # dequantized already; drop the marker so it saves and trains
+        quantizer.remove_quantization_config(model)
+    return model, tokenizer
+
+
+def _vision_part(spec, dtype, trust_remote_code):
+    if isinstance(spec, dict) and set(spec) <= {"random_init", "preprocess"} and "random_init" in spec:
+        logger.warning("vision tower built with RANDOM weights from %s", spec["random_init"])
+        settings = dict(spec["random_init"])
+        config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        model = AutoModel.from_config(config, dtype=dtype)
+        return model, PreprocessSpec.from_dict(spec.get("preprocess") or {})
+    if not isinstance(spec, str):
+        raise ConfigError(f"vision must be a path, a hub id or {{random_init: {{model_type: ...}}}}, got {spec!r}")
+    return load_pretrained_vision(spec, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def build_video_llm(spec: dict) -> tuple[VideoLLM, VideoLLMProcessor]:
+    """Build an untrained-projector VideoLLM and its processor from a build spec (see module docstring)."""
+    unknown = set(spec) - BUILD_KEYS
+    if unknown:
+        raise ConfigError(f"unknown build keys {sorted(unknown)}; known: {sorted(BUILD_KEYS)}")
+    for key in ("vision", "llm"):
+        if key not in spec:
+            raise ConfigError(f"build spec needs {key!r}")
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    remote = bool(spec.get("trust_remote_code", False))
+    vision_model, preprocess = _vision_part(spec["vision"], dtype, remote)
+    llm, tokenizer = load_llm(spec["llm"], dtype=dtype, trust_remote_code=remote)
+    if spec.get("tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"], trust_remote_code=remote)
+    video_id, image_id = prepare_tokenizer(tokenizer)
+
+    grid, prefix_tokens = feature_geometry(vision_model, preprocess)
+    config = VideoLLMConfig(
+        vision_config=vision_model.config.to_dict(),
+        text_config=llm.config.to_dict(),
+        projector=spec.get("projector") or {"type": "stpool"},
+        vision_feature_layer=int(spec.get("vision_feature_layer", -2)),
+        vision_feature_select=spec.get("vision_feature_select", "patch"),
+        vision_preprocess=preprocess.to_dict(),
+        vision_grid=list(grid),
+        vision_prefix_tokens=prefix_tokens,
+        vision_lora=spec.get("vision_lora"),
+        video_token_id=video_id,
+        image_token_id=image_id,
+        num_frames=int(spec.get("num_frames", 8)),
+    )
+    model = VideoLLM(config, vision_model=vision_model, language_model=llm).to(dtype).eval()
+    return model, VideoLLMProcessor(tokenizer, config)

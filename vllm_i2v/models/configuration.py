@@ -1,0 +1,74 @@
+"""``VideoLLMConfig``: the vision tower's config, the projector's settings and the LLM's config, in one file."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .preprocess import PreprocessSpec
+from .projectors import FeatureLayout, projector_class
+
+
+class VideoLLMConfig(PreTrainedConfig):
+    r"""
+    vision_config: config of any transformers vision model (``clip_vision_model``, ``siglip_vision_model``, ``dinov2``...).
+    text_config: config of any transformers causal LM.
+    projector: ``{"type": "stpool" | "adapool" | "qformer" | "mlp", ...settings}``.
+    vision_feature_layer: hidden-state index read from the tower (-2: penultimate, as LLaVA).
+    vision_feature_select: ``patch`` drops CLS/register tokens, ``full`` keeps them.
+    vision_preprocess: a :class:`PreprocessSpec` as a dict (resize, crop, rescale, normalize).
+    vision_grid / vision_prefix_tokens: the tower's patch grid and prefix-token count at that input size.
+    vision_lora: LoRA settings on the vision tower (``{"r": 8, ...}``) or None.
+    video_token / image_token and their ids: chat placeholders, replaced by visual tokens.
+    num_frames: frames sampled per video by default.
+    """
+
+    model_type = "vllm_i2v"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projector: dict | None = None
+    vision_feature_layer: int = -2
+    vision_feature_select: str = "patch"
+    vision_preprocess: dict | None = None
+    vision_grid: list[int] | None = None
+    vision_prefix_tokens: int = 0
+    vision_lora: dict | None = None
+    video_token: str = "<video>"
+    image_token: str = "<image>"
+    video_token_id: int | None = None
+    image_token_id: int | None = None
+    num_frames: int = 8
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.projector is None:
+            self.projector = {"type": "stpool"}
+        projector_class(self.projector).resolve(self.projector)  # unknown name or setting: fail now
+        if self.vision_preprocess is None:
+            self.vision_preprocess = PreprocessSpec().to_dict()
+        # The LLM's own tying (e.g. SmolLM2 ties lm_head to the embeddings) is applied inside it.
+        self.tie_word_embeddings = False
+
+    @property
+    def feature_layout(self) -> FeatureLayout:
+        """Shape of the per-frame features the projector reads."""
+        grid_h, grid_w = self.vision_grid
+        prefix = self.vision_prefix_tokens if self.vision_feature_select == "full" else 0
+        return FeatureLayout(grid_h, grid_w, prefix)
+
+    def num_visual_tokens(self, num_frames: int) -> int:
+        """Visual tokens the projector produces for a clip of ``num_frames`` frames (1 for an image)."""
+        return projector_class(self.projector).count_tokens(
+            projector_class(self.projector).resolve(self.projector), self.feature_layout, num_frames
+        )
+
+    @property
+    def context_length(self) -> int | None:
+        """The LLM's maximum sequence length, when its config declares one."""
+        return getattr(self.text_config, "max_position_embeddings", None)

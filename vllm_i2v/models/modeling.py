@@ -1,0 +1,173 @@
+"""``VideoLLM``: vision tower -> temporal projector -> any transformers causal LM, as one ``PreTrainedModel``.
+
+The processor (:mod:`vllm_i2v.models.processor`) expands every ``<video>``/``<image>`` placeholder in the
+prompt into as many placeholder ids as the projector makes visual tokens; :meth:`VideoLLM.embed` puts the
+visual tokens at exactly those positions (an embedding merge), so batching, left padding, attention masks,
+KV caching and generation are the LLM's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
+
+from ..errors import CheckpointError, PromptError
+from .configuration import VideoLLMConfig
+from .preprocess import PreprocessSpec
+from .projectors import build_projector
+from .vision import VisionTower
+
+
+class VideoLLM(PreTrainedModel):
+    """A video chat model. ``forward`` returns the LLM's output (loss when ``labels`` are given);
+    ``generate`` returns only the new tokens."""
+
+    config_class = VideoLLMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, config: VideoLLMConfig, vision_model: nn.Module | None = None, language_model: nn.Module | None = None):
+        """Build from ``config`` (random weights until loaded), or around already-loaded vision/LLM modules."""
+        super().__init__(config)
+        self.vision_tower = VisionTower(
+            config.vision_config,
+            PreprocessSpec.from_dict(config.vision_preprocess),
+            feature_layer=config.vision_feature_layer,
+            feature_select=config.vision_feature_select,
+            lora=config.vision_lora,
+            model=vision_model,
+        )
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.projector = build_projector(
+            config.projector,
+            config.feature_layout,
+            vision_dim=self.vision_tower.hidden_size,
+            llm_dim=config.text_config.hidden_size,
+        )
+        self.vision_batch_size = 64  # frames per vision-tower call: bounds activation memory on long videos
+        self.post_init()
+
+    def _init_weights(self, module):
+        std = 0.02
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    # --- the visual path -------------------------------------------------------------------------------
+
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Per-frame features ``(F, N, D_vision)``, the tower run in chunks of ``vision_batch_size`` frames."""
+        return torch.cat([self.vision_tower(chunk) for chunk in pixel_values.split(self.vision_batch_size)], dim=0)
+
+    def project(self, features: torch.Tensor, frame_counts) -> list[torch.Tensor]:
+        """Visual tokens ``(M_i, D_llm)`` for each visual input, from the features of all their frames in order."""
+        counts = [int(c) for c in frame_counts]
+        if sum(counts) != features.shape[0]:
+            raise PromptError(f"frame counts {counts} add up to {sum(counts)}, but {features.shape[0]} frames were given")
+        dtype = next(self.projector.parameters()).dtype
+        return [self.projector(clip.unsqueeze(0).to(dtype))[0] for clip in features.split(counts)]
+
+    def encode_visual(self, pixel_values: torch.Tensor, frame_counts) -> list[torch.Tensor]:
+        """Vision tower then projector: visual tokens ``(M_i, D_llm)`` for each visual input."""
+        return self.project(self.vision_features(pixel_values), frame_counts)
+
+    def visual_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """True where ``input_ids`` holds a placeholder id (to be replaced by a visual token)."""
+        ids = [i for i in (self.config.video_token_id, self.config.image_token_id) if i is not None]
+        return torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+
+    def merge(self, input_ids: torch.Tensor, visual_tokens: list[torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with ``visual_tokens`` (in order of appearance) put at the placeholder positions."""
+        mask = self.visual_token_mask(input_ids)
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(mask, 0))
+        num_slots = int(mask.sum())
+        num_visual = sum(t.shape[0] for t in visual_tokens)
+        if num_visual != num_slots:
+            raise PromptError(f"the prompt has {num_slots} visual-token slots but {num_visual} visual tokens were given")
+        if not num_slots:
+            return embeds
+        visual = torch.cat(visual_tokens, dim=0).to(embeds.dtype)
+        return embeds.masked_scatter(mask.unsqueeze(-1), visual)
+
+    def embed(self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None) -> torch.Tensor:
+        """Encode the frames and merge their visual tokens into the token embeddings."""
+        visual = [] if pixel_values is None else self.encode_visual(pixel_values, frame_counts)
+        return self.merge(input_ids, visual)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_counts: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, pixel_values, frame_counts)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_counts: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """Generate with the LLM's ``generate`` (any generation config, ``streamer=TextIteratorStreamer``...).
+
+        Returns the new tokens only, shape ``(B, new_tokens)``.
+        """
+        inputs_embeds = self.embed(input_ids, pixel_values, frame_counts)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    # --- save / load --------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save config, safetensors weights and the LLM's generation config."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.language_model.generation_config.save_pretrained(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a checkpoint; any missing, unexpected or mismatched weight is a :class:`CheckpointError`."""
+        return_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except RuntimeError as exc:  # transformers raises on shape mismatches
+            raise CheckpointError(f"{pretrained_model_name_or_path}: {str(exc).splitlines()[0]}") from None
+        problems = {
+            kind.replace("_keys", ""): sorted(str(k) for k in info.get(kind) or ())
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+            if info.get(kind)
+        }
+        if problems:
+            raise CheckpointError(f"{pretrained_model_name_or_path}: weights do not all load: {problems}")
+        if (Path(pretrained_model_name_or_path) / "generation_config.json").is_file():
+            model.language_model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path)
+        return (model, info) if return_info else model

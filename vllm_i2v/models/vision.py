@@ -1,0 +1,115 @@
+"""The image-pretrained vision tower: any transformers vision model, applied frame by frame.
+
+Loads CLIPVisionModel, SiglipVisionModel, Dinov2Model, ... (from a vision-only checkpoint or the vision half
+of a dual-encoder checkpoint such as CLIP or SigLIP), selects the hidden states of one layer (default:
+the penultimate, as LLaVA does) and keeps or drops the prefix tokens (CLS and register tokens).
+Frozen by default; optional LoRA on its linear layers (the "adapted features" setting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+from ..errors import CheckpointError, ConfigError
+from .preprocess import PreprocessSpec, preprocess_spec_from_processor
+
+FEATURE_SELECT = ("patch", "full")  # patch: drop CLS/register tokens (LLaVA's default); full: keep them
+
+
+def vision_config_of(config: PretrainedConfig) -> PretrainedConfig:
+    """The vision part of a config: itself for a vision model, ``config.vision_config`` for CLIP/SigLIP."""
+    return getattr(config, "vision_config", None) or config
+
+
+def load_pretrained_vision(path: str, dtype=None, trust_remote_code: bool = False):
+    """Load a vision tower and its preprocessing from a local directory or hub id.
+
+    Returns ``(model, PreprocessSpec)``. Every weight of the vision model must be present in the checkpoint
+    (the text half of a CLIP/SigLIP checkpoint is ignored).
+    """
+    config = vision_config_of(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+    if type(config) not in MODEL_MAPPING:
+        raise ConfigError(f"{path}: {type(config).__name__} is not a vision model transformers' AutoModel knows")
+    model_class = MODEL_MAPPING[type(config)]
+    model, info = model_class.from_pretrained(
+        path, config=config, dtype=dtype, output_loading_info=True, trust_remote_code=trust_remote_code
+    )
+    problems = {k: sorted(info[k]) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
+    if problems:
+        raise CheckpointError(f"{path}: vision tower weights do not all load: {problems}")
+    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return model, preprocess_spec_from_processor(processor)
+
+
+def feature_geometry(model: nn.Module, preprocess: PreprocessSpec) -> tuple[tuple[int, int], int]:
+    """``((grid_h, grid_w), prefix_tokens)`` of a tower's output for frames preprocessed by ``preprocess``.
+
+    The prefix (CLS, register tokens) is counted by running the embeddings alone on one blank frame.
+    """
+    height, width = preprocess.output_size()
+    patch = model.config.patch_size
+    grid = (height // patch, width // patch)
+    embeddings = getattr(model, "embeddings", None) or model.vision_model.embeddings
+    weight = next(model.parameters())
+    with torch.no_grad():
+        tokens = embeddings(torch.zeros(1, 3, height, width, dtype=weight.dtype, device=weight.device)).shape[1]
+    return grid, tokens - grid[0] * grid[1]
+
+
+class VisionTower(nn.Module):
+    """Per-frame patch features ``(F, N, D)`` from ``pixel_values (F, 3, H, W)``."""
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        preprocess: PreprocessSpec,
+        feature_layer: int = -2,
+        feature_select: str = "patch",
+        lora: dict | None = None,
+        model: nn.Module | None = None,
+    ):
+        super().__init__()
+        if feature_select not in FEATURE_SELECT:
+            raise ConfigError(f"unknown vision_feature_select {feature_select!r}; known: {', '.join(FEATURE_SELECT)}")
+        self.model = model if model is not None else AutoModel.from_config(config)
+        self.feature_layer = feature_layer
+        self.feature_select = feature_select
+        num_layers = self.model.config.num_hidden_layers
+        if not -(num_layers + 1) <= feature_layer <= num_layers:
+            raise ConfigError(f"vision_feature_layer {feature_layer} is outside the tower's {num_layers} layers")
+        self.grid, self.prefix_tokens = feature_geometry(self.model, preprocess)
+        self.hidden_size = self.model.config.hidden_size
+        self.model.requires_grad_(False)
+        if lora:
+            self.add_lora(lora)
+
+    @property
+    def output_prefix_tokens(self) -> int:
+        """Prefix tokens left in the output (0 when ``feature_select == 'patch'``)."""
+        return self.prefix_tokens if self.feature_select == "full" else 0
+
+    def add_lora(self, lora: dict) -> None:
+        """Inject LoRA adapters (peft) into the tower's linear layers; only they train."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+        inject_adapter_in_model(LoraConfig(**settings), self.model)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("lora_" in name)
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        weight = next(self.model.parameters())
+        pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
+            outputs = self.model(pixel_values=pixel_values, output_hidden_states=True)
+        features = outputs.hidden_states[self.feature_layer]
+        if self.feature_select == "patch":
+            features = features[:, self.prefix_tokens :]
+        return features
