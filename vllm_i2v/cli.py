@@ -46,16 +46,15 @@ def _encode(args) -> None:
         yield
         times[name] = time.perf_counter() - start
 
+    processor = VideoLLMProcessor.from_pretrained(args.model)
+    config = processor.config
+    conversation = [{"role": "user", "content": f"{config.video_token}\n{args.question}"}]
+    max_frames = processor.max_frames(reserved_tokens=len(processor.tokenize(conversation)[0]))
+    sampler = make_sampler(args.sampler, args.frames or config.num_frames, fps=args.fps)
+    with stage("decode"):  # before loading weights: a bad video fails fast
+        clip = read_video(args.video, sampler, start=args.start, end=args.end, backend=args.backend, max_frames=max_frames)
     with stage("load model"):
         model = VideoLLM.from_pretrained(args.model)
-        processor = VideoLLMProcessor.from_pretrained(args.model, model.config)
-    question = args.question
-    conversation = [{"role": "user", "content": f"{model.config.video_token}\n{question}"}]
-    text_tokens = len(processor.tokenize(conversation)[0])
-    max_frames = processor.max_frames(reserved_tokens=text_tokens)
-    sampler = make_sampler(args.sampler, args.frames or model.config.num_frames, fps=args.fps)
-    with stage("decode"):
-        clip = read_video(args.video, sampler, start=args.start, end=args.end, backend=args.backend, max_frames=max_frames)
     with stage("preprocess + tokenize"):
         batch = processor([conversation], [[clip]])
     with torch.no_grad():
@@ -67,15 +66,19 @@ def _encode(args) -> None:
             embeds = model.merge(batch["input_ids"], [visual])
         with stage("LLM prefill"):
             logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
-    print(f"video        {clip.path} ({clip.backend}, {clip.num_source_frames} frames at {clip.fps:.2f} fps)")
-    print(f"frames       {tuple(clip.frames.shape)} at t = {', '.join(f'{t:.2f}' for t in clip.timestamps)} s")
-    print(f"pixels       {tuple(batch['pixel_values'].shape)}")
-    print(f"features     {tuple(features.shape)} (layer {model.config.vision_feature_layer}, {model.config.vision_feature_select})")
-    print(f"visual tokens {tuple(visual.shape)} ({model.config.projector['type']})")
-    print(f"LLM input    {tuple(embeds.shape)} -> logits {tuple(logits.shape)}")
+    rows = {
+        "video": f"{clip.path} ({clip.backend}, {clip.num_source_frames} frames at {clip.fps:.2f} fps)",
+        "frames": f"{tuple(clip.frames.shape)} at t = {', '.join(f'{t:.2f}' for t in clip.timestamps)} s",
+        "pixels": f"{tuple(batch['pixel_values'].shape)}",
+        "features": f"{tuple(features.shape)} (layer {config.vision_feature_layer}, {config.vision_feature_select})",
+        "visual tokens": f"{tuple(visual.shape)} ({config.projector['type']})",
+        "LLM input": f"{tuple(embeds.shape)} -> logits {tuple(logits.shape)}",
+    }
+    for label, value in rows.items():
+        print(f"{label:<15}{value}")
     print("stage times:")
     for name, seconds in times.items():
-        print(f"  {name:<22} {seconds * 1000:9.1f} ms")
+        print(f"  {name:<22}{seconds * 1000:9.1f} ms")
 
 
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:

@@ -45,7 +45,9 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
         kwargs["gguf_file"] = path.name
         source = str(path.parent)
     tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k != "dtype"})
-    model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+    )
     if info.get("missing_keys") or info.get("mismatched_keys"):
         missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
         raise CheckpointError(f"{source}: LLM weights do not all load: {missing}")

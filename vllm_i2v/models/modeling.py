@@ -157,12 +157,10 @@ class VideoLLM(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Load a checkpoint; any missing, unexpected or mismatched weight is a :class:`CheckpointError`."""
         return_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        except RuntimeError as exc:  # transformers raises on shape mismatches
-            raise CheckpointError(f"{pretrained_model_name_or_path}: {str(exc).splitlines()[0]}") from None
+        kwargs["ignore_mismatched_sizes"] = True  # report mismatches (raised below, by name) instead of a bare error
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         problems = {
-            kind.replace("_keys", ""): sorted(str(k) for k in info.get(kind) or ())
+            kind.replace("_keys", ""): sorted(_describe_key(k) for k in info.get(kind) or ())
             for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
             if info.get(kind)
         }
@@ -171,3 +169,11 @@ class VideoLLM(PreTrainedModel):
         if (Path(pretrained_model_name_or_path) / "generation_config.json").is_file():
             model.language_model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path)
         return (model, info) if return_info else model
+
+
+def _describe_key(key) -> str:
+    """A loading-report entry as text: a key, or ``key (checkpoint [shape] vs model [shape])`` for a mismatch."""
+    if isinstance(key, tuple):
+        name, in_checkpoint, in_model = key
+        return f"{name} (checkpoint {list(in_checkpoint)} vs model {list(in_model)})"
+    return str(key)

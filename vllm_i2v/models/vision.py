@@ -35,7 +35,8 @@ def load_pretrained_vision(path: str, dtype=None, trust_remote_code: bool = Fals
         raise ConfigError(f"{path}: {type(config).__name__} is not a vision model transformers' AutoModel knows")
     model_class = MODEL_MAPPING[type(config)]
     model, info = model_class.from_pretrained(
-        path, config=config, dtype=dtype, output_loading_info=True, trust_remote_code=trust_remote_code
+        path, config=config, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True,
+        trust_remote_code=trust_remote_code,
     )
     problems = {k: sorted(info[k]) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
     if problems:
@@ -92,10 +93,19 @@ class VisionTower(nn.Module):
         return self.prefix_tokens if self.feature_select == "full" else 0
 
     def add_lora(self, lora: dict) -> None:
-        """Inject LoRA adapters (peft) into the tower's linear layers; only they train."""
+        """Inject LoRA adapters (peft) into the linear layers up to the feature layer; only they train."""
         from peft import LoraConfig, inject_adapter_in_model
 
-        settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+        num_layers = self.model.config.num_hidden_layers
+        used_layers = self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k layers
+        settings = {
+            "r": 8,
+            "lora_alpha": 16,
+            "lora_dropout": 0.0,
+            "target_modules": "all-linear",
+            "layers_to_transform": list(range(used_layers)),  # layers past the feature layer never get gradients
+            **lora,
+        }
         inject_adapter_in_model(LoraConfig(**settings), self.model)
         for name, param in self.model.named_parameters():
             param.requires_grad_("lora_" in name)

@@ -139,13 +139,23 @@ class PyAVSource(FrameSource):
                         last = (self._index_of(frame), frame)
                         if last[0] >= target:
                             break
-                if last is None:
-                    raise VideoInputError(self.path, "contains no decodable frames")
+                    else:
+                        self._check_stream_end(target, last)
                 frames.append(last[1].to_ndarray(format="rgb24"))
                 timestamps.append(float(last[1].time))
         except self._av.FFmpegError as exc:
             raise VideoInputError(self.path, f"corrupt video stream ({_ffmpeg_reason(exc)})") from None
         return np.stack(frames), np.asarray(timestamps, dtype=np.float64)
+
+    def _check_stream_end(self, target: int, last) -> None:
+        """The stream ended before ``target``: fine for a header that over-counts by a little, else corrupt."""
+        if last is None:
+            raise VideoInputError(self.path, "contains no decodable frames")
+        slack = max(2, self.num_frames // 100)
+        if last[0] < self.num_frames - 1 - slack:
+            raise VideoInputError(
+                self.path, f"stream ends at frame {last[0]} of the {self.num_frames} its header declares (truncated or corrupt)"
+            )
 
     def close(self):
         self._container.close()

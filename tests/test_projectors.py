@@ -1,0 +1,111 @@
+"""Temporal projectors: shapes, token counts, gradient flow, and what frame order does to each."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import PROJECTOR_SPECS, QFORMER_TINY
+from vllm_i2v.errors import ConfigError
+from vllm_i2v.models.projectors import PROJECTORS, FeatureLayout, build_projector
+
+LAYOUT = FeatureLayout(grid_h=4, grid_w=4)  # 16 patch tokens per frame, no CLS
+VISION_DIM, LLM_DIM = 24, 40
+
+
+def make(spec: dict, layout: FeatureLayout = LAYOUT):
+    torch.manual_seed(0)
+    return build_projector(spec, layout, VISION_DIM, LLM_DIM).eval()
+
+
+def features(batch=2, frames=5, layout=LAYOUT, seed=0):
+    return torch.randn(batch, frames, layout.tokens_per_frame, VISION_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTORS))
+@pytest.mark.parametrize("frames", [1, 3, 8])
+def test_shapes_and_token_counts(name, frames):
+    projector = make(PROJECTOR_SPECS[name])
+    out = projector(features(frames=frames))
+    assert out.shape == (2, projector.num_tokens(frames), LLM_DIM)
+
+
+def test_token_count_formulas():
+    assert make({"type": "stpool"}).num_tokens(8) == 8 + 16
+    assert make({"type": "adapool", "grid": [4, 2, 2]}).num_tokens(8) == 16
+    assert make({"type": "adapool", "grid": [4, 2, 2]}).num_tokens(2) == 8  # t capped by the clip
+    assert make({"type": "mlp"}).num_tokens(8) == 8 * 16
+    assert make({"type": "mlp", "pool_stride": 2}).num_tokens(8) == 8 * 4
+    assert make(QFORMER_TINY).num_tokens(8) == 4
+    assert make({**QFORMER_TINY, "mode": "frame"}).num_tokens(8) == 32
+    with_cls = FeatureLayout(4, 4, prefix=1)
+    assert make({"type": "mlp"}, with_cls).num_tokens(3) == 3 * 17  # Video-LLaVA: CLS kept per frame
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTORS))
+def test_gradients_reach_every_parameter_and_the_input(name):
+    projector = make(PROJECTOR_SPECS[name]).train()
+    x = features(frames=4).requires_grad_(True)
+    projector(x).square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for pname, param in projector.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname
+
+
+def test_stpool_temporal_mean_ignores_frame_order_per_frame_tokens_follow_it():
+    projector = make({"type": "stpool"})
+    x = features(frames=6)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    out, out_perm = projector(x), projector(x[:, perm])
+    torch.testing.assert_close(out_perm[:, 6:], out[:, 6:])  # per-patch temporal means: order-blind
+    torch.testing.assert_close(out_perm[:, :6], out[:, perm])  # per-frame tokens: permuted with the frames
+
+
+@pytest.mark.parametrize("mode", ["video", "frame"])
+def test_qformer_temporal_embeddings_make_order_matter(mode):
+    x = features(frames=6)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    projector = make({**QFORMER_TINY, "mode": mode})
+    with torch.no_grad():
+        projector.frame_embeddings.weight.normal_(std=1.0)
+    out, out_perm = projector(x), projector(x[:, perm])
+    if mode == "frame":  # per-frame query blocks: without temporal embeddings they would just permute
+        out = out.reshape(2, 6, -1, LLM_DIM)[:, perm].reshape(2, -1, LLM_DIM)
+    assert not torch.allclose(out, out_perm, atol=1e-4)
+    if mode == "video":  # without temporal embeddings, attention over all frames' patches is order-blind
+        blind = make({**QFORMER_TINY, "temporal_embeddings": False})
+        torch.testing.assert_close(blind(x), blind(x[:, perm]), atol=1e-5, rtol=1e-5)
+
+
+def test_qformer_more_frames_than_embeddings():
+    with pytest.raises(ConfigError, match="temporal embeddings for 4 frames"):
+        make({**QFORMER_TINY, "max_frames": 4})(features(frames=5))
+
+
+def test_adapool_matches_average_pooling():
+    projector = make({"type": "adapool", "grid": [2, 2, 2], "mlp_depth": 1})
+    x = features(batch=1, frames=4)
+    volume = x.reshape(1, 4, 4, 4, VISION_DIM)  # (B, T, h, w, D)
+    pooled = volume.reshape(1, 2, 2, 2, 2, 2, 2, VISION_DIM).mean(dim=(2, 4, 6)).reshape(1, 8, VISION_DIM)
+    torch.testing.assert_close(projector(x), projector.mlp(pooled), atol=1e-5, rtol=1e-5)
+
+
+def test_mlp_stride_pools_each_frame():
+    projector = make({"type": "mlp", "pool_stride": 2, "mlp_depth": 1})
+    x = features(batch=1, frames=2)
+    grid = x.reshape(1, 2, 2, 2, 2, 2, VISION_DIM).mean(dim=(3, 5)).reshape(1, 8, VISION_DIM)
+    torch.testing.assert_close(projector(x), projector.mlp(grid), atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_projectors_refuse_cls_tokens():
+    with_cls = FeatureLayout(4, 4, prefix=1)
+    for spec in ({"type": "adapool"}, {"type": "mlp", "pool_stride": 2}):
+        with pytest.raises(ConfigError, match="vision_feature_select: patch"):
+            make(spec, with_cls)(features(frames=2, layout=with_cls))
+
+
+def test_unknown_projector_and_setting():
+    with pytest.raises(ConfigError, match="known projectors: stpool, adapool, qformer, mlp"):
+        make({"type": "perceiver"})
+    with pytest.raises(ConfigError, match="unknown settings \\['pool'\\]"):
+        make({"type": "stpool", "pool": 2})
