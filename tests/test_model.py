@@ -192,10 +192,12 @@ def test_frame_budget(build):
         processor_mlp([ASK], [[random_frames(200)]])
 
 
-def test_vision_lora_trains_only_adapters_and_round_trips(build, tmp_path):
-    model, processor = build("stpool", vision_lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+@pytest.mark.parametrize("lora", [{"r": 4}, {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}])
+def test_vision_lora_trains_only_adapters_and_round_trips(build, tmp_path, lora):
+    model, processor = build("stpool", vision_lora=lora)
     trainable = [n for n, p in model.vision_tower.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+    assert not any("layers.2." in n for n in trainable)  # the block past the feature layer (-2 of 3) gets none
     with torch.no_grad():  # LoRA B starts at zero; make the adapters matter for the round trip
         for name, param in model.vision_tower.named_parameters():
             if "lora_B" in name:
@@ -203,7 +205,7 @@ def test_vision_lora_trains_only_adapters_and_round_trips(build, tmp_path):
     batch = processor([ASK], [[random_frames(2)]])
     model.train()
     model(**batch).logits.square().mean().backward()
-    assert all(p.grad is not None for n, p in model.vision_tower.named_parameters() if "lora_" in n)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.vision_tower.named_parameters() if "lora_" in n)
     model.eval()
     expected = model(**batch).logits
     model.save_pretrained(tmp_path)
@@ -265,7 +267,7 @@ def _save_tower(path, model, processor):
     return str(path)
 
 
-@pytest.mark.parametrize("kind", ["siglip", "dinov2", "dinov2_registers"])
+@pytest.mark.parametrize("kind", ["siglip", "siglip2", "dinov2", "dinov2_registers"])
 def test_other_vision_towers(kind, parts, tmp_path):
     from transformers import (
         BitImageProcessor,
@@ -276,12 +278,19 @@ def test_other_vision_towers(kind, parts, tmp_path):
         SiglipImageProcessor,
         SiglipVisionConfig,
         SiglipVisionModel,
+        Siglip2ImageProcessor,
+        Siglip2VisionConfig,
+        Siglip2VisionModel,
     )
 
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
     if kind == "siglip":
         tower = SiglipVisionModel(SiglipVisionConfig(image_size=32, **small))
         processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+        expected_prefix = 0
+    elif kind == "siglip2":  # NaFlex: patches in, every frame on the square grid within max_num_patches
+        tower = Siglip2VisionModel(Siglip2VisionConfig(num_patches=16, **small))
+        processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=20)
         expected_prefix = 0
     else:  # DINOv2 checkpoints declare image_size 518 and are used at the processor's crop size (position interpolation)
         config_class, model_class = (
@@ -296,3 +305,25 @@ def test_other_vision_towers(kind, parts, tmp_path):
     batch = proc([ASK], [[random_frames(3)]])
     assert model.vision_features(batch["pixel_values"]).shape == (3, 16, 32)  # prefix dropped
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+
+
+def test_siglip2_patches_match_transformers_processor():
+    from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
+
+    from vllm_i2v.models.vision import tower_inputs
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
+    tower = Siglip2VisionModel(Siglip2VisionConfig(num_patches=16, **small)).eval()
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    frames = random_frames(2, height=32, width=32)  # square: NaFlex keeps the 4x4 grid, so both paths agree
+    theirs = processor(list(frames), return_tensors="pt")
+    ours = tower_inputs(tower, FramePreprocessor(preprocess_spec_from_processor(processor))(frames))
+    assert ours["spatial_shapes"].tolist() == theirs["spatial_shapes"].tolist() == [[4, 4], [4, 4]]
+    torch.testing.assert_close(ours["pixel_values"], theirs["pixel_values"], atol=0.02, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tower(**ours).last_hidden_state,
+            tower(**{k: theirs[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}).last_hidden_state,
+            atol=0.05, rtol=0,
+        )

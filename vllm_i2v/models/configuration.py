@@ -64,9 +64,8 @@ class VideoLLMConfig(PreTrainedConfig):
 
     def num_visual_tokens(self, num_frames: int) -> int:
         """Visual tokens the projector produces for a clip of ``num_frames`` frames (1 for an image)."""
-        return projector_class(self.projector).count_tokens(
-            projector_class(self.projector).resolve(self.projector), self.feature_layout, num_frames
-        )
+        cls = projector_class(self.projector)
+        return cls.count_tokens(cls.resolve(self.projector), self.feature_layout, num_frames)
 
     @property
     def context_length(self) -> int | None:

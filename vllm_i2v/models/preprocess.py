@@ -9,6 +9,7 @@ and stored in the VideoLLM config, so a saved checkpoint preprocesses exactly as
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,36 +53,45 @@ class PreprocessSpec:
 
 
 def preprocess_spec_from_processor(processor) -> PreprocessSpec:
-    """Read resize / crop / rescale / normalize settings off a transformers image processor (any backend)."""
-    if getattr(processor, "max_num_patches", None) is not None:
-        raise ConfigError(
-            f"{type(processor).__name__} resizes each image to a variable patch grid (NaFlex); "
-            "only fixed-size vision towers are supported"
-        )
+    """Read resize / crop / rescale / normalize settings off a transformers image processor (any backend).
 
-    def size_dict(size) -> dict | None:
-        if size is None:
-            return None
-        if isinstance(size, int):
-            return {"height": size, "width": size}
-        values = {k: getattr(size, k, None) if not isinstance(size, dict) else size.get(k) for k in ("height", "width", "shortest_edge")}
-        if values["height"] and values["width"]:
-            return {"height": int(values["height"]), "width": int(values["width"])}
-        if values["shortest_edge"]:
-            return {"shortest_edge": int(values["shortest_edge"])}
-        raise ConfigError(f"{type(processor).__name__}: unsupported size setting {size}")
-
-    resample = getattr(processor, "resample", 3)
-    resample = _RESAMPLE.get(int(getattr(resample, "value", resample) if resample is not None else 3), "bicubic")
+    SigLIP2's NaFlex processors resize each image to its own patch grid (``max_num_patches``); here every
+    frame gets the largest square grid within that budget instead (aspect ratio not kept, as SigLIP v1 does),
+    so that all frames and videos share one grid.
+    """
     do = lambda name, default=True: bool(getattr(processor, name, default))  # noqa: E731
+    resample = getattr(processor, "resample", None)
+    resample = _RESAMPLE.get(int(getattr(resample, "value", resample) if resample is not None else 3), "bicubic")
+    max_patches = getattr(processor, "max_num_patches", None)
+    if max_patches is not None:
+        side = math.isqrt(int(max_patches)) * int(processor.patch_size)
+        resize, crop = {"height": side, "width": side}, None
+    else:
+        resize = _size_dict(processor, "size") if do("do_resize") else None
+        crop = _size_dict(processor, "crop_size") if do("do_center_crop", False) else None
     return PreprocessSpec(
-        resize=size_dict(getattr(processor, "size", None)) if do("do_resize") else None,
-        crop=size_dict(getattr(processor, "crop_size", None)) if do("do_center_crop", False) else None,
+        resize=resize,
+        crop=crop,
         resample=resample,
         rescale_factor=float(getattr(processor, "rescale_factor", 1 / 255)) if do("do_rescale") else None,
         mean=[float(x) for x in processor.image_mean] if do("do_normalize") else None,
         std=[float(x) for x in processor.image_std] if do("do_normalize") else None,
     )
+
+
+def _size_dict(processor, attribute: str) -> dict | None:
+    """A processor's size setting (int, dict or SizeDict) as {"height", "width"} or {"shortest_edge"}."""
+    size = getattr(processor, attribute, None)
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return {"height": size, "width": size}
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    if get("height") and get("width"):
+        return {"height": int(get("height")), "width": int(get("width"))}
+    if get("shortest_edge"):
+        return {"shortest_edge": int(get("shortest_edge"))}
+    raise ConfigError(f"{type(processor).__name__}: unsupported {attribute} setting {size}")
 
 
 class FramePreprocessor:

@@ -8,6 +8,8 @@ Frozen by default; optional LoRA on its linear layers (the "adapted features" se
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, PretrainedConfig
@@ -45,6 +47,27 @@ def load_pretrained_vision(path: str, dtype=None, trust_remote_code: bool = Fals
     return model, preprocess_spec_from_processor(processor)
 
 
+def takes_patches(model: nn.Module) -> bool:
+    """True for NaFlex towers (SigLIP2) that read pre-cut patches plus their grid shape, not images."""
+    return "spatial_shapes" in inspect.signature(model.forward).parameters
+
+
+def tower_inputs(model: nn.Module, pixel_values: torch.Tensor) -> dict:
+    """The keyword inputs ``model`` takes for images ``(F, 3, H, W)``: the images, or for NaFlex towers their
+    patches ``(F, N, p*p*3)`` (row-major, as transformers' SigLIP2 processor cuts them) with mask and grid."""
+    if not takes_patches(model):
+        return {"pixel_values": pixel_values}
+    p = model.config.patch_size
+    frames, channels, height, width = pixel_values.shape
+    grid_h, grid_w = height // p, width // p
+    patches = pixel_values.reshape(frames, channels, grid_h, p, grid_w, p).permute(0, 2, 4, 3, 5, 1)
+    return {
+        "pixel_values": patches.reshape(frames, grid_h * grid_w, p * p * channels),
+        "pixel_attention_mask": torch.ones(frames, grid_h * grid_w, dtype=torch.long, device=pixel_values.device),
+        "spatial_shapes": torch.tensor([[grid_h, grid_w]] * frames, device=pixel_values.device),
+    }
+
+
 def feature_geometry(model: nn.Module, preprocess: PreprocessSpec) -> tuple[tuple[int, int], int]:
     """``((grid_h, grid_w), prefix_tokens)`` of a tower's output for frames preprocessed by ``preprocess``.
 
@@ -55,8 +78,10 @@ def feature_geometry(model: nn.Module, preprocess: PreprocessSpec) -> tuple[tupl
     grid = (height // patch, width // patch)
     embeddings = getattr(model, "embeddings", None) or model.vision_model.embeddings
     weight = next(model.parameters())
+    inputs = tower_inputs(model, torch.zeros(1, 3, height, width, dtype=weight.dtype, device=weight.device))
+    accepted = inspect.signature(embeddings.forward).parameters
     with torch.no_grad():
-        tokens = embeddings(torch.zeros(1, 3, height, width, dtype=weight.dtype, device=weight.device)).shape[1]
+        tokens = embeddings(**{k: v for k, v in inputs.items() if k in accepted}).shape[1]
     return grid, tokens - grid[0] * grid[1]
 
 
@@ -93,22 +118,38 @@ class VisionTower(nn.Module):
         return self.prefix_tokens if self.feature_select == "full" else 0
 
     def add_lora(self, lora: dict) -> None:
-        """Inject LoRA adapters (peft) into the linear layers up to the feature layer; only they train."""
+        """Inject LoRA adapters (peft) into the linear layers up to the feature layer; only they train.
+
+        ``target_modules`` defaults to every linear layer of those transformer blocks; a list of names
+        (``["q_proj", "v_proj"]``) is matched in those blocks only: layers past the feature layer never get
+        gradients, and trainable parameters without gradients break distributed training.
+        """
         from peft import LoraConfig, inject_adapter_in_model
 
-        num_layers = self.model.config.num_hidden_layers
-        used_layers = self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k layers
-        settings = {
-            "r": 8,
-            "lora_alpha": 16,
-            "lora_dropout": 0.0,
-            "target_modules": "all-linear",
-            "layers_to_transform": list(range(used_layers)),  # layers past the feature layer never get gradients
-            **lora,
-        }
+        settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+        blocks, used = self._used_blocks()
+        if settings["target_modules"] == "all-linear":
+            settings["target_modules"] = [
+                name
+                for name, module in self.model.named_modules()
+                if isinstance(module, nn.Linear) and any(name.startswith(f"{blocks}.{i}.") for i in range(used))
+            ]
+        else:
+            settings.setdefault("layers_to_transform", list(range(used)))
+            settings.setdefault("layers_pattern", blocks.rsplit(".", 1)[-1])
         inject_adapter_in_model(LoraConfig(**settings), self.model)
         for name, param in self.model.named_parameters():
             param.requires_grad_("lora_" in name)
+
+    def _used_blocks(self) -> tuple[str, int]:
+        """Name of the tower's list of transformer blocks, and how many of them the feature layer uses."""
+        num_layers = self.model.config.num_hidden_layers
+        blocks = next(
+            (n for n, m in self.model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers), None
+        )
+        if blocks is None:
+            raise ConfigError(f"cannot find the {num_layers} transformer blocks of {type(self.model).__name__} for LoRA")
+        return blocks, self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k blocks
 
     @property
     def trainable(self) -> bool:
@@ -118,7 +159,7 @@ class VisionTower(nn.Module):
         weight = next(self.model.parameters())
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
-            outputs = self.model(pixel_values=pixel_values, output_hidden_states=True)
+            outputs = self.model(**tower_inputs(self.model, pixel_values), output_hidden_states=True)
         features = outputs.hidden_states[self.feature_layer]
         if self.feature_select == "patch":
             features = features[:, self.prefix_tokens :]

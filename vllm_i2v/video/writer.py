@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,32 +19,41 @@ CODECS = {
 }
 
 
-def write_video(path, frames: np.ndarray, fps: float = 8.0, codec: str | None = None, gop: int | None = None,
+def write_video(path, frames: Iterable[np.ndarray], fps: float = 8.0, codec: str | None = None, gop: int | None = None,
                 crf: int = 18) -> Path:
-    """Encode ``frames`` (T, H, W, 3) uint8 RGB to ``path`` at ``fps``; the codec follows the suffix.
+    """Encode ``frames`` ((T, H, W, 3) uint8 RGB, or any iterable of (H, W, 3) frames) to ``path`` at ``fps``.
 
-    ``gop`` sets the keyframe interval (default: the encoder's). The file appears only once complete.
+    The codec follows the suffix; ``gop`` sets the keyframe interval (default: the encoder's). The file
+    appears only once complete.
     """
     import av
 
     path = Path(path)
     default_codec, pix_fmt = CODECS.get(path.suffix.lower(), ("libx264", "yuv420p"))
-    frames = np.asarray(frames, dtype=np.uint8)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape}")
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream(codec or default_codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        if gop:
-            stream.codec_context.gop_size = gop
-        if (codec or default_codec) == "libx264":
-            stream.options = {"crf": str(crf)}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = None
+            for image in frames:
+                image = np.asarray(image, dtype=np.uint8)
+                if image.ndim != 3 or image.shape[-1] != 3:
+                    raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {image.shape}")
+                if stream is None:
+                    stream = container.add_stream(codec or default_codec, rate=Fraction(fps).limit_denominator(1001))
+                    stream.width, stream.height = image.shape[1], image.shape[0]
+                    stream.pix_fmt = pix_fmt
+                    if gop:
+                        stream.codec_context.gop_size = gop
+                    if (codec or default_codec) == "libx264":
+                        stream.options = {"crf": str(crf)}
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError("no frames to write")
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
