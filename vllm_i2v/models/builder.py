@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .configuration import VideoLLMConfig
+from .loading import check_loading_info
 from .modeling import VideoLLM
 from .preprocess import PreprocessSpec
 from .processor import VideoLLMProcessor, prepare_tokenizer
@@ -48,9 +49,7 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     model, info = AutoModelForCausalLM.from_pretrained(
         source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
-    if info.get("missing_keys") or info.get("mismatched_keys"):
-        missing = sorted(info.get("missing_keys") or []) + sorted(str(k) for k in info.get("mismatched_keys") or [])
-        raise CheckpointError(f"{source}: LLM weights do not all load: {missing}")
+    check_loading_info(source, "LLM", info, kinds=("missing_keys", "mismatched_keys"))
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None and "gguf" in kwargs:  # dequantized already; drop the marker so it saves and trains
         quantizer.remove_quantization_config(model)

@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
+from transformers import initialization as init
 
-from ..errors import CheckpointError, PromptError
+from ..errors import ConfigError, PromptError
 from .configuration import VideoLLMConfig
+from .loading import check_loading_info
 from .preprocess import PreprocessSpec
 from .projectors import build_projector
 from .vision import VisionTower
@@ -45,6 +47,12 @@ class VideoLLM(PreTrainedModel):
             lora=config.vision_lora,
             model=vision_model,
         )
+        geometry = (list(self.vision_tower.grid), self.vision_tower.prefix_tokens)
+        if geometry != (list(config.vision_grid), config.vision_prefix_tokens):
+            raise ConfigError(
+                f"the vision tower gives a {geometry[0]} patch grid with {geometry[1]} prefix tokens, but the config "
+                f"says {config.vision_grid} and {config.vision_prefix_tokens}"
+            )
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         self.projector = build_projector(
             config.projector,
@@ -56,16 +64,16 @@ class VideoLLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module):
-        std = 0.02
+        """Projector weights (the vision tower and LLM initialize their own)."""
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
+            init.normal_(module.weight, std=0.02)
             if module.bias is not None:
-                nn.init.zeros_(module.bias)
+                init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
+            init.normal_(module.weight, std=0.02)
         elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -159,21 +167,8 @@ class VideoLLM(PreTrainedModel):
         return_info = kwargs.pop("output_loading_info", False)
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches (raised below, by name) instead of a bare error
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        problems = {
-            kind.replace("_keys", ""): sorted(_describe_key(k) for k in info.get(kind) or ())
-            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-            if info.get(kind)
-        }
-        if problems:
-            raise CheckpointError(f"{pretrained_model_name_or_path}: weights do not all load: {problems}")
+        check_loading_info(pretrained_model_name_or_path, "VideoLLM", info)
         if (Path(pretrained_model_name_or_path) / "generation_config.json").is_file():
             model.language_model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path)
         return (model, info) if return_info else model
 
-
-def _describe_key(key) -> str:
-    """A loading-report entry as text: a key, or ``key (checkpoint [shape] vs model [shape])`` for a mismatch."""
-    if isinstance(key, tuple):
-        name, in_checkpoint, in_model = key
-        return f"{name} (checkpoint {list(in_checkpoint)} vs model {list(in_model)})"
-    return str(key)

@@ -15,7 +15,8 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
+from .loading import check_loading_info
 from .preprocess import PreprocessSpec, preprocess_spec_from_processor
 
 FEATURE_SELECT = ("patch", "full")  # patch: drop CLS/register tokens (LLaVA's default); full: keep them
@@ -40,9 +41,7 @@ def load_pretrained_vision(path: str, dtype=None, trust_remote_code: bool = Fals
         path, config=config, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True,
         trust_remote_code=trust_remote_code,
     )
-    problems = {k: sorted(info[k]) for k in ("missing_keys", "mismatched_keys") if info.get(k)}
-    if problems:
-        raise CheckpointError(f"{path}: vision tower weights do not all load: {problems}")
+    check_loading_info(path, "vision tower", info, kinds=("missing_keys", "mismatched_keys"))  # a CLIP text half is unexpected
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model, preprocess_spec_from_processor(processor)
 
@@ -111,11 +110,6 @@ class VisionTower(nn.Module):
         self.model.requires_grad_(False)
         if lora:
             self.add_lora(lora)
-
-    @property
-    def output_prefix_tokens(self) -> int:
-        """Prefix tokens left in the output (0 when ``feature_select == 'patch'``)."""
-        return self.prefix_tokens if self.feature_select == "full" else 0
 
     def add_lora(self, lora: dict) -> None:
         """Inject LoRA adapters (peft) into the linear layers up to the feature layer; only they train.
