@@ -327,3 +327,11 @@ def test_siglip2_patches_match_transformers_processor():
             tower(**{k: theirs[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}).last_hidden_state,
             atol=0.05, rtol=0,
         )
+
+
+def test_multimodal_content_lists_are_placeholders(build):
+    _, processor = build("stpool")
+    as_list = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is happening in the video?"}]}]
+    assert processor.render(as_list, True) == processor.render([{"role": "user", "content": "<video> What is happening in the video?"}], True)
+    with pytest.raises(PromptError, match="unknown message content part"):
+        processor.render([{"role": "user", "content": [{"type": "audio"}]}], True)

@@ -8,8 +8,6 @@ KV caching and generation are the LLM's own.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
@@ -168,7 +166,9 @@ class VideoLLM(PreTrainedModel):
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches (raised below, by name) instead of a bare error
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loading_info(pretrained_model_name_or_path, "VideoLLM", info)
-        if (Path(pretrained_model_name_or_path) / "generation_config.json").is_file():
+        try:  # the LLM's own generation defaults (eos ids, sampling settings), saved beside the weights
             model.language_model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path)
+        except OSError:
+            pass
         return (model, info) if return_info else model
 

@@ -63,8 +63,28 @@ class VideoLLMProcessor:
     # --- prompts -------------------------------------------------------------------------------------------
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        """The conversation as text, through the tokenizer's chat template."""
+        """The conversation as text, through the tokenizer's chat template.
+
+        Message content is a string with ``<video>``/``<image>`` placeholders, or transformers' multimodal list
+        form (``[{"type": "video"}, {"type": "text", "text": "..."}]``), turned into that string.
+        """
+        messages = [{**m, "content": self._content_text(m["content"])} for m in messages]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def _content_text(self, content) -> str:
+        if isinstance(content, str):
+            return content
+        placeholders = {"video": self.config.video_token, "image": self.config.image_token}
+        parts = []
+        for part in content:
+            kind = part.get("type")
+            if kind == "text":
+                parts.append(part["text"])
+            elif kind in placeholders:
+                parts.append(placeholders[kind])
+            else:
+                raise PromptError(f"unknown message content part {part!r}; known types: text, video, image")
+        return " ".join(parts)
 
     def _assistant_spans(self, messages: list[dict], text: str) -> list[tuple[int, int]]:
         """Character spans of ``text`` that are assistant replies (with their end-of-turn markup)."""
