@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .preprocess import PreprocessSpec
 from .projectors import FeatureLayout, projector_class
@@ -24,10 +24,8 @@ class VideoLLMConfig(PreTrainedConfig):
     """
 
     model_type = "vllm_i2v"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+    default_model_types = {"vision_config": "clip_vision_model", "text_config": "llama"}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -46,6 +44,11 @@ class VideoLLMConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for key, default_type in self.default_model_types.items():  # dicts (as in config.json) -> config objects
+            value = getattr(self, key)
+            if value is None or isinstance(value, dict):
+                value = dict(value or {})
+                setattr(self, key, CONFIG_MAPPING[value.pop("model_type", default_type)](**value))
         super().__post_init__(**kwargs)
         if self.projector is None:
             self.projector = {"type": "stpool"}
