@@ -81,6 +81,29 @@ def _encode(args) -> None:
         print(f"  {name:<22}{seconds * 1000:9.1f} ms")
 
 
+def _data_check(args) -> int:
+    from .data.commands import check_file
+
+    processor = None
+    if args.model:
+        from .models import VideoLLMProcessor
+
+        processor = VideoLLMProcessor.from_pretrained(args.model)
+    rows, problems = check_file(args.file, args.video_root, args.format, processor, args.frames)
+    for line in problems:
+        print(line)
+    bad = len({line.split(": ", 1)[0] for line in problems})
+    print(f"{args.file}: {rows} rows, {bad} with problems")
+    return 1 if problems else 0
+
+
+def _data_convert(args) -> None:
+    from .data.commands import convert_file
+
+    read, written = convert_file(args.src, args.dst, args.to, args.format, args.split_turns)
+    print(f"{args.src} ({read} rows) -> {args.dst} ({written} rows, {args.to})")
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
@@ -128,6 +151,38 @@ def make_parser() -> argparse.ArgumentParser:
     encode.add_argument("--question", default="What happens in this video?", help="text around the <video> placeholder")
     _add_sampling_args(encode)
     encode.set_defaults(run=_encode)
+
+    data = sub.add_parser("data", help="check or convert video-text datasets", description="Check or convert "
+                          "video-text datasets in the LLaVA, Video-ChatGPT (vcg) and VideoChat2 JSON/JSONL layouts.")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser(
+        "check",
+        help="list every row that training would skip, with its line or index",
+        description="Report bad rows (malformed, missing or escaping video, wrong placeholder count, empty or "
+        "misordered turns, too long for the model's context). Exits 1 if any row has a problem.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v data check train.json --video-root videos/ --model outputs/demo --frames 8",
+    )
+    check.add_argument("file", help="dataset JSON or JSONL")
+    check.add_argument("--video-root", default=None, help="folder every video path is relative to (and must stay in)")
+    check.add_argument("--format", default="auto", choices=["auto", "llava", "vcg", "videochat2"])
+    check.add_argument("--model", default=None, help="checkpoint whose context length and visual tokens to check against")
+    check.add_argument("--frames", type=int, default=8, help="frames per video for the length check")
+    check.set_defaults(run=_data_check)
+    convert = data_sub.add_parser(
+        "convert",
+        help="convert a dataset between layouts (losslessly, or an error naming the row)",
+        description="Convert between the llava, vcg and videochat2 layouts. Fields a layout does not know are "
+        "kept; a row the target layout cannot hold (several turns for vcg, a system prompt for vcg) is an error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v data convert VideoInstruct_100K.json train_llava.jsonl --to llava",
+    )
+    convert.add_argument("src")
+    convert.add_argument("dst", help="output file (.jsonl for JSON lines, else a JSON list)")
+    convert.add_argument("--to", required=True, choices=["llava", "vcg", "videochat2"])
+    convert.add_argument("--format", default="auto", choices=["auto", "llava", "vcg", "videochat2"], help="input layout")
+    convert.add_argument("--split-turns", action="store_true", help="vcg: write one row per turn of a multi-turn row")
+    convert.set_defaults(run=_data_convert)
     return parser
 
 
@@ -137,11 +192,10 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     try:
-        args.run(args)
+        return args.run(args) or 0
     except VllmI2VError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -136,16 +136,43 @@ class VideoLLMProcessor:
         visuals = visuals if visuals is not None else [[] for _ in conversations]
         if len(visuals) != len(conversations):
             raise PromptError(f"{len(conversations)} conversations but visual inputs for {len(visuals)}")
-        rows, frame_stacks = [], []
-        for b, (messages, inputs) in enumerate(zip(conversations, visuals)):
-            ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
-            frames = [self._frames_of(x) for x in inputs]
-            rows.append(self._expand(b, ids, labels, frames))
-            frame_stacks.extend(frames)
-        batch = self._pad(rows, with_labels)
-        if frame_stacks:
-            batch["pixel_values"] = torch.cat([self.frame_preprocessor(f) for f in frame_stacks])
-            batch["frame_counts"] = torch.tensor([f.shape[0] for f in frame_stacks])
+        rows = [
+            self.encode(messages, inputs, add_generation_prompt, with_labels, name=f"conversation {b}")
+            for b, (messages, inputs) in enumerate(zip(conversations, visuals))
+        ]
+        return self.collate(rows)
+
+    def encode(
+        self, messages: list[dict], visuals=(), add_generation_prompt: bool = True, with_labels: bool = False,
+        name: str = "conversation",
+    ) -> dict:
+        """One conversation: ``input_ids`` (placeholders expanded), ``labels`` (or None) and ``pixel_values``
+        (one ``(T, 3, H, W)`` tensor per visual input). :meth:`collate` batches such rows."""
+        ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
+        frames = [self._frames_of(x) for x in visuals]
+        ids, labels = self._expand(name, ids, labels, frames)
+        return {"input_ids": ids, "labels": labels, "pixel_values": [self.frame_preprocessor(f) for f in frames]}
+
+    def collate(self, rows: list[dict]) -> dict:
+        """Left-pad encoded rows into a batch; all their frames go into one ``pixel_values`` tensor."""
+        width = max(len(row["input_ids"]) for row in rows)
+        with_labels = rows[0]["labels"] is not None
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for b, row in enumerate(rows):
+            length = len(row["input_ids"])
+            input_ids[b, width - length :] = torch.as_tensor(row["input_ids"])
+            attention_mask[b, width - length :] = 1
+            if with_labels:
+                labels[b, width - length :] = torch.as_tensor(row["labels"])
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if with_labels:
+            batch["labels"] = labels
+        pixel_values = [p for row in rows for p in row["pixel_values"]]
+        if pixel_values:
+            batch["pixel_values"] = torch.cat(pixel_values)
+            batch["frame_counts"] = torch.tensor([p.shape[0] for p in pixel_values])
         return batch
 
     @staticmethod
@@ -154,18 +181,18 @@ class VideoLLMProcessor:
         frames = np.asarray(frames)
         return frames[None] if frames.ndim == 3 else frames
 
-    def _expand(self, b: int, ids: list[int], labels: list[int] | None, frames: list[np.ndarray]):
+    def _expand(self, name: str, ids: list[int], labels: list[int] | None, frames: list[np.ndarray]):
         """Replace each placeholder by as many copies as its input has visual tokens."""
         slots = [(i, self.placeholder_kind[t]) for i, t in enumerate(ids) if t in self.placeholder_kind]
         if len(slots) != len(frames):
             kinds = ", ".join(kind for _, kind in slots) or "none"
             raise PromptError(
-                f"conversation {b} has {len(slots)} placeholders ({kinds}) but {len(frames)} visual inputs were given"
+                f"{name} has {len(slots)} placeholders ({kinds}) but {len(frames)} visual inputs were given"
             )
         out_ids, out_labels, start = [], [], 0
         for (pos, kind), clip in zip(slots, frames):
             if kind == "image" and clip.shape[0] != 1:
-                raise PromptError(f"conversation {b}: an <image> placeholder got {clip.shape[0]} frames; use <video>")
+                raise PromptError(f"{name}: an <image> placeholder got {clip.shape[0]} frames; use <video>")
             count = self.config.num_visual_tokens(clip.shape[0])
             out_ids += ids[start:pos] + [ids[pos]] * count
             if labels is not None:
@@ -177,26 +204,10 @@ class VideoLLMProcessor:
         context = self.config.context_length
         if context and len(out_ids) > context:
             raise BudgetError(
-                f"conversation {b} needs {len(out_ids)} tokens (visual included) but the LLM's context is {context}; "
+                f"{name} needs {len(out_ids)} tokens (visual included) but the LLM's context is {context}; "
                 "sample fewer frames"
             )
         return out_ids, (out_labels if labels is not None else None)
-
-    def _pad(self, rows, with_labels: bool) -> dict:
-        width = max(len(ids) for ids, _ in rows)
-        pad_id = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for b, (ids, row_labels) in enumerate(rows):
-            input_ids[b, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[b, width - len(ids) :] = 1
-            if with_labels:
-                labels[b, width - len(ids) :] = torch.tensor(row_labels)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if with_labels:
-            batch["labels"] = labels
-        return batch
 
     # --- token budget --------------------------------------------------------------------------------------
 

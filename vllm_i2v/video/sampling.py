@@ -74,13 +74,14 @@ class FPSSampler(FrameSampler):
 class SegmentSampler(FrameSampler):
     """TSN-style: split the video into ``num_frames`` equal segments and take one frame from each.
 
-    With ``random_offset`` (training) the frame is drawn uniformly inside its segment from ``rng``;
-    without it (evaluation) the segment's middle frame is taken.
+    With ``random_offset`` (training) the frame is drawn uniformly inside its segment from ``rng``, or from
+    NumPy's global generator when ``rng`` is None (which transformers' Trainer seeds in every dataloader
+    worker); without it (evaluation) the segment's middle frame is taken.
     """
 
     num_frames: int
     random_offset: bool = True
-    rng: np.random.Generator = field(default_factory=np.random.default_rng, compare=False)
+    rng: np.random.Generator | None = field(default=None, compare=False)
 
     def __post_init__(self):
         _check_count("num_frames", self.num_frames)
@@ -89,7 +90,7 @@ class SegmentSampler(FrameSampler):
         edges = np.linspace(0, num_available, self.num_frames + 1)
         starts, ends = edges[:-1], edges[1:]
         if self.random_offset:
-            positions = starts + self.rng.random(self.num_frames) * (ends - starts)
+            positions = starts + (self.rng or np.random).random(self.num_frames) * (ends - starts)
         else:
             positions = (starts + ends) / 2
         return np.clip(np.floor(positions), 0, num_available - 1).astype(np.int64)
@@ -115,5 +116,6 @@ def make_sampler(
             raise ConfigError("the fps sampler needs a rate (fps=...)")
         return FPSSampler(fps, num_frames)
     if name == "segments":
-        return SegmentSampler(num_frames, random_offset=random_offset, rng=np.random.default_rng(seed))
+        rng = np.random.default_rng(seed) if seed is not None else None
+        return SegmentSampler(num_frames, random_offset=random_offset, rng=rng)
     raise ConfigError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 # container suffix -> (codec, pixel format); H.264 in mp4/mkv/mov plays in browsers
 CODECS = {
@@ -30,30 +31,24 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float = 8.0, codec: str
 
     path = Path(path)
     default_codec, pix_fmt = CODECS.get(path.suffix.lower(), ("libx264", "yuv420p"))
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = None
-            for image in frames:
-                image = np.asarray(image, dtype=np.uint8)
-                if image.ndim != 3 or image.shape[-1] != 3:
-                    raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {image.shape}")
-                if stream is None:
-                    stream = container.add_stream(codec or default_codec, rate=Fraction(fps).limit_denominator(1001))
-                    stream.width, stream.height = image.shape[1], image.shape[0]
-                    stream.pix_fmt = pix_fmt
-                    if gop:
-                        stream.codec_context.gop_size = gop
-                    if (codec or default_codec) == "libx264":
-                        stream.options = {"crf": str(crf)}
-                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                    container.mux(packet)
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
+        stream = None
+        for image in frames:
+            image = np.asarray(image, dtype=np.uint8)
+            if image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {image.shape}")
             if stream is None:
-                raise ValueError("no frames to write")
-            for packet in stream.encode():
+                stream = container.add_stream(codec or default_codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height = image.shape[1], image.shape[0]
+                stream.pix_fmt = pix_fmt
+                if gop:
+                    stream.codec_context.gop_size = gop
+                if (codec or default_codec) == "libx264":
+                    stream.options = {"crf": str(crf)}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
     return path

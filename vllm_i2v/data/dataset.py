@@ -1,0 +1,85 @@
+"""``VideoChatDataset``: dataset rows -> encoded training rows (frames decoded in the dataloader workers)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import VllmI2VError
+from ..video import FrameSampler, read_video
+from .formats import DataError, Sample, resolve_inside
+from .validate import check_sample
+
+logger = logging.getLogger(__name__)
+
+
+def usable_samples(samples: list[Sample], video_root: Path | None, strict: bool = False) -> list[Sample]:
+    """The samples that pass :func:`check_sample`; bad ones are counted and logged, or with ``strict`` the first
+    one is a :class:`DataError`."""
+    good, bad = [], 0
+    for sample in samples:
+        problems = check_sample(sample, video_root)
+        if not problems:
+            good.append(sample)
+            continue
+        if strict:
+            raise DataError(f"{sample.source}: {'; '.join(problems)}")
+        bad += 1
+        if bad <= 5:
+            logger.warning("skipping %s: %s", sample.source, "; ".join(problems))
+    if bad:
+        logger.warning("skipped %d of %d rows that cannot be used (vllm-i2v data check lists them all)", bad, len(samples))
+    if not good:
+        raise DataError("no usable rows in the dataset")
+    return good
+
+
+class VideoChatDataset(torch.utils.data.Dataset):
+    """Decodes each row's video with ``sampler`` and encodes the conversation with labels on assistant turns.
+
+    A row whose video fails to decode is logged and replaced by the next row (a corrupt file costs one
+    warning, not the run); ``strict`` makes it an error instead.
+    """
+
+    def __init__(self, samples: list[Sample], processor, video_root, sampler: FrameSampler, strict: bool = False,
+                 max_frames: int | None = None):
+        self.video_root = Path(video_root) if video_root is not None else None
+        self.samples = usable_samples(samples, self.video_root, strict)
+        self.processor = processor
+        self.sampler = sampler
+        self.strict = strict
+        self.max_frames = max_frames
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def lengths(self) -> list[int]:
+        """Approximate token length of each row (text characters / 4 + visual tokens), for length grouping."""
+        visual = self.processor.config.num_visual_tokens(getattr(self.sampler, "num_frames", 8))
+        return [sum(len(m["content"]) for m in s.messages) // 4 + (visual if s.visual else 0) for s in self.samples]
+
+    def __getitem__(self, index: int) -> dict:
+        for attempt in range(len(self.samples)):
+            sample = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                return self.encode(sample)
+            except VllmI2VError as exc:
+                if self.strict:
+                    raise
+                logger.warning("skipping %s: %s", sample.source, exc)
+        raise DataError("no row of the dataset could be decoded")
+
+    def encode(self, sample: Sample) -> dict:
+        visuals = []
+        if sample.visual is not None:
+            path = resolve_inside(self.video_root, sample.visual, sample.source) if self.video_root else Path(sample.visual)
+            if sample.video is not None:
+                visuals.append(read_video(path, self.sampler, max_frames=self.max_frames).frames)
+            else:
+                visuals.append(read_video(path).frames[:1][0])
+        row = self.processor.encode(sample.messages, visuals, add_generation_prompt=False, with_labels=True, name=sample.source)
+        if not any(label != -100 for label in row["labels"]):
+            raise DataError(f"{sample.source}: no assistant tokens left to train on")
+        return row
