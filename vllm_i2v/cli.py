@@ -104,6 +104,19 @@ def _data_convert(args) -> None:
     print(f"{args.src} ({read} rows) -> {args.dst} ({written} rows, {args.to})")
 
 
+def _train(args) -> None:
+    from .train.run import run_training
+
+    run_training(args.config, args.overrides)
+
+
+def _merge(args) -> None:
+    from .models.checkpoint import merge_checkpoint
+
+    merged = merge_checkpoint(args.src, args.dst, args.lora_scale)
+    print(f"merged {merged['llm']} LLM and {merged['vision']} vision LoRA layers (LLM scale {args.lora_scale}) -> {args.dst}")
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
@@ -151,6 +164,32 @@ def make_parser() -> argparse.ArgumentParser:
     encode.add_argument("--question", default="What happens in this video?", help="text around the <video> placeholder")
     _add_sampling_args(encode)
     encode.set_defaults(run=_encode)
+
+    train = sub.add_parser(
+        "train",
+        help="fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",
+        description="Train a VideoLLM as a training config (configs/train/*.yaml) says: which model, which data, "
+        "what trains (projector, LLM LoRA or full, vision LoRA or full), QLoRA, TrainingArguments. Resumes from "
+        "the last checkpoint in the output directory. Several GPUs or nodes: scripts/train.sh (the deepspeed launcher).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v train configs/train/instruct.yaml data.train=my.json training.output_dir=outputs/run1",
+    )
+    train.add_argument("config", help="training config YAML")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (training.learning_rate=1e-4)")
+    train.set_defaults(run=_train)
+
+    merge = sub.add_parser(
+        "merge",
+        help="fold LoRA into the base weights and write a standalone checkpoint",
+        description="Load a trained checkpoint (trainable-only or full), merge its LoRA adapters into the LLM and "
+        "vision tower, and save a standalone checkpoint. --lora-scale scales the LLM's LoRA (PLLaVA's post-hoc scaling).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  vllm-i2v merge outputs/run1/final outputs/run1-merged --lora-scale 1.0",
+    )
+    merge.add_argument("src", help="trained checkpoint directory")
+    merge.add_argument("dst", help="output directory")
+    merge.add_argument("--lora-scale", type=float, default=1.0, help="multiply the LLM LoRA update by this")
+    merge.set_defaults(run=_merge)
 
     data = sub.add_parser("data", help="check or convert video-text datasets", description="Check or convert "
                           "video-text datasets in the LLaVA, Video-ChatGPT (vcg) and VideoChat2 JSON/JSONL layouts.")

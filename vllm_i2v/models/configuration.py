@@ -18,7 +18,7 @@ class VideoLLMConfig(PreTrainedConfig):
     vision_feature_select: ``patch`` drops CLS/register tokens, ``full`` keeps them.
     vision_preprocess: a :class:`PreprocessSpec` as a dict (resize, crop, rescale, normalize).
     vision_grid / vision_prefix_tokens: the tower's patch grid and prefix-token count at that input size.
-    vision_lora: LoRA settings on the vision tower (``{"r": 8, ...}``) or None.
+    vision_lora / llm_lora: LoRA settings (peft ``LoraConfig`` fields) on the vision tower / the LLM, or None.
     video_token / image_token and their ids: chat placeholders, replaced by visual tokens.
     num_frames: frames sampled per video by default.
     """
@@ -36,6 +36,7 @@ class VideoLLMConfig(PreTrainedConfig):
     vision_grid: list[int] | None = None
     vision_prefix_tokens: int = 0
     vision_lora: dict | None = None
+    llm_lora: dict | None = None
     video_token: str = "<video>"
     image_token: str = "<image>"
     video_token_id: int | None = None

@@ -16,6 +16,7 @@ from transformers import initialization as init
 from ..errors import ConfigError, PromptError
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
+from .lora import add_lora
 from .preprocess import PreprocessSpec
 from .projectors import build_projector
 from .vision import VisionTower
@@ -52,6 +53,8 @@ class VideoLLM(PreTrainedModel):
                 f"says {config.vision_grid} and {config.vision_prefix_tokens}"
             )
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        if config.llm_lora:
+            add_lora(self.language_model, config.llm_lora)
         self.projector = build_projector(
             config.projector,
             config.feature_layout,

@@ -46,18 +46,23 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
     return spec
 
 
-def load_build_spec(path, overrides: list[str] = ()) -> dict:
-    """Read a build spec YAML, apply overrides and resolve ``package://`` paths."""
+def load_yaml(path, overrides: list[str] = (), what: str = "config") -> dict:
+    """A YAML mapping from ``path`` with ``key=value`` overrides applied; bad files are one-line errors."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such build spec") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: a build spec is a mapping (vision:, llm:, projector:, ...)")
-    apply_overrides(spec, list(overrides))
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a {what} is a YAML mapping")
+    return apply_overrides(values, list(overrides))
+
+
+def load_build_spec(path, overrides: list[str] = ()) -> dict:
+    """Read a build spec YAML, apply overrides and resolve ``package://`` paths."""
+    spec = load_yaml(path, overrides, "build spec")
     for key in ("vision", "llm", "tokenizer"):
         spec[key] = resolve_package_path(spec.get(key)) if key in spec else None
     return {k: v for k, v in spec.items() if v is not None}

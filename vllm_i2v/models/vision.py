@@ -17,6 +17,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from ..errors import ConfigError
 from .loading import check_loading_info
+from .lora import add_lora
 from .preprocess import PreprocessSpec, preprocess_spec_from_processor
 
 FEATURE_SELECT = ("patch", "full")  # patch: drop CLS/register tokens (LLaVA's default); full: keep them
@@ -112,17 +113,15 @@ class VisionTower(nn.Module):
             self.add_lora(lora)
 
     def add_lora(self, lora: dict) -> None:
-        """Inject LoRA adapters (peft) into the linear layers up to the feature layer; only they train.
+        """Inject LoRA adapters into the linear layers up to the feature layer; only they train.
 
         ``target_modules`` defaults to every linear layer of those transformer blocks; a list of names
         (``["q_proj", "v_proj"]``) is matched in those blocks only: layers past the feature layer never get
         gradients, and trainable parameters without gradients break distributed training.
         """
-        from peft import LoraConfig, inject_adapter_in_model
-
-        settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+        settings = dict(lora)
         blocks, used = self._used_blocks()
-        if settings["target_modules"] == "all-linear":
+        if settings.get("target_modules", "all-linear") == "all-linear":
             settings["target_modules"] = [
                 name
                 for name, module in self.model.named_modules()
@@ -131,9 +130,7 @@ class VisionTower(nn.Module):
         else:
             settings.setdefault("layers_to_transform", list(range(used)))
             settings.setdefault("layers_pattern", blocks.rsplit(".", 1)[-1])
-        inject_adapter_in_model(LoraConfig(**settings), self.model)
-        for name, param in self.model.named_parameters():
-            param.requires_grad_("lora_" in name)
+        add_lora(self.model, settings)
 
     def _used_blocks(self) -> tuple[str, int]:
         """Name of the tower's list of transformer blocks, and how many of them the feature layer uses."""

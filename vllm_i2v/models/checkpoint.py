@@ -1,0 +1,108 @@
+"""Trained checkpoints that hold only what trained (projector, LoRA, tuned parts), and merging them.
+
+A trainable-only checkpoint is a folder with ``config.json`` (the VideoLLM config, LoRA settings included),
+the tokenizer files, ``trainable.safetensors`` and ``trainable.json`` (the base checkpoint it applies to and
+the names of the weights it holds). :func:`load_model` loads either kind of checkpoint; :func:`merge_checkpoint`
+folds LoRA into the base weights and writes a standalone checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_path, write_text_atomic
+from ..errors import CheckpointError
+from .configuration import VideoLLMConfig
+from .lora import add_lora, merge_lora
+from .modeling import VideoLLM
+
+TRAINABLE_WEIGHTS = "trainable.safetensors"
+TRAINABLE_INDEX = "trainable.json"
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that train (``requires_grad``)."""
+    return [name for name, param in model.named_parameters() if param.requires_grad]
+
+
+def save_trainable(model: VideoLLM, output_dir, base_checkpoint, state_dict: dict | None = None) -> Path:
+    """Write a trainable-only checkpoint of ``model`` (``state_dict``: a gathered one, under DeepSpeed ZeRO-3)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = trainable_names(model)
+    state = state_dict if state_dict else model.state_dict()
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise CheckpointError(f"{output_dir}: trainable weights absent from the state dict to save: {missing[:5]}")
+    weights = {n: state[n].detach().to("cpu").contiguous() for n in names}
+    with atomic_path(output_dir / TRAINABLE_WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt"})
+    model.config.save_pretrained(output_dir)
+    index = {"base_checkpoint": str(Path(base_checkpoint).resolve()), "weights": sorted(names)}
+    write_text_atomic(output_dir / TRAINABLE_INDEX, json.dumps(index, indent=1) + "\n")
+    return output_dir
+
+
+def is_trainable_only(path) -> bool:
+    return (Path(path) / TRAINABLE_INDEX).is_file()
+
+
+def load_trainable(model: VideoLLM, path) -> None:
+    """Load a trainable-only checkpoint's weights into ``model`` (which must have the same adapters)."""
+    path = Path(path)
+    index = json.loads((path / TRAINABLE_INDEX).read_text())
+    weights = load_file(str(path / TRAINABLE_WEIGHTS))
+    listed, present = set(index["weights"]), set(weights)
+    known = set(model.state_dict())
+    problems = {
+        "missing": sorted(listed - present),
+        "unexpected": sorted(present - known),
+        "mismatched": sorted(n for n in present & known if model.state_dict()[n].shape != weights[n].shape),
+    }
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        raise CheckpointError(f"{path}: trained weights do not all load: {problems}")
+    model.load_state_dict(weights, strict=False)
+
+
+def load_model(path, **kwargs) -> VideoLLM:
+    """Load a full or trainable-only checkpoint (its base first, itself possibly trainable-only, then the
+    adapters and trained weights)."""
+    if not is_trainable_only(path):
+        return VideoLLM.from_pretrained(path, **kwargs)
+    index = json.loads((Path(path) / TRAINABLE_INDEX).read_text())
+    model = load_model(index["base_checkpoint"], **kwargs)
+    attach_adapters(model, VideoLLMConfig.from_pretrained(path))
+    load_trainable(model, path)
+    return model
+
+
+def attach_adapters(model: VideoLLM, config: VideoLLMConfig) -> None:
+    """Give ``model`` the LoRA adapters ``config`` declares and it lacks."""
+    if config.llm_lora and not model.config.llm_lora:
+        add_lora(model.language_model, config.llm_lora)
+        model.config.llm_lora = config.llm_lora
+    if config.vision_lora and not model.config.vision_lora:
+        model.vision_tower.add_lora(config.vision_lora)
+        model.config.vision_lora = config.vision_lora
+
+
+def merge_checkpoint(src, dst, lora_scale: float = 1.0) -> dict:
+    """Load ``src`` (any checkpoint), fold its LoRA into the base weights (the LLM's scaled by ``lora_scale``)
+    and save a standalone checkpoint with its tokenizer to ``dst``. Returns what was merged."""
+    from .processor import VideoLLMProcessor
+
+    model = load_model(src)
+    merged = {
+        "llm": merge_lora(model.language_model, lora_scale),
+        "vision": merge_lora(model.vision_tower.model, 1.0),
+    }
+    model.config.llm_lora = None
+    model.config.vision_lora = None
+    model.save_pretrained(dst)
+    VideoLLMProcessor.from_pretrained(src).save_pretrained(dst)
+    return merged

@@ -1,0 +1,121 @@
+"""Model set-up for training: load (or build) the model, quantize the LLM for QLoRA, add LoRA, freeze the rest."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..models import VideoLLMProcessor, build_video_llm
+from ..models.checkpoint import load_model
+from ..models.lora import add_lora
+from ..models.spec import load_build_spec
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def base_checkpoint(config: TrainConfig) -> Path:
+    """The checkpoint training starts from: ``model``, or ``build`` built once into ``OUTPUT_DIR/base``."""
+    if config.model:
+        return Path(config.model)
+    base = Path(config.training["output_dir"]) / "base"
+    if not (base / "config.json").is_file():
+        model, processor = build_video_llm(load_build_spec(config.build))
+        model.save_pretrained(base)
+        processor.save_pretrained(base)
+    return base
+
+
+def quantization_config(config: TrainConfig):
+    """bitsandbytes settings that quantize the LLM's linear layers only (QLoRA), or None."""
+    if not config.quantization:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if config.training.get("bf16") else torch.float32
+    skip = ["vision_tower", "projector", "lm_head"]
+    if config.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def keep_4bit_weights_trainable(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes' CPU inference repacking of 4-bit weights.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` weight for its inference kernel on
+    the first eval-mode ``no_grad`` forward (an evaluation, a sample generation); LoRA gradients through it
+    are then silently ``None`` and the loss stays flat. Returns how many layers were set.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def set_trainable(model, config: TrainConfig) -> None:
+    """Freeze everything, then unfreeze the parts ``config.trainable`` names, adding LoRA where asked."""
+    model.requires_grad_(False)
+    if config.trainable.projector:
+        model.projector.requires_grad_(True)
+    for part, module, settings in (
+        ("llm", model.language_model, config.lora),
+        ("vision", model.vision_tower, config.vision_lora),
+    ):
+        mode = getattr(config.trainable, part)
+        if mode == "full":
+            module.requires_grad_(True)
+        elif mode == "lora" and getattr(model.config, f"{part}_lora"):  # the checkpoint has adapters: train them
+            for name, param in module.named_parameters():
+                param.requires_grad_("lora_" in name)
+        elif mode == "lora":
+            setattr(model.config, f"{part}_lora", dict(settings))
+            if part == "llm":
+                add_lora(module, settings)
+            else:
+                module.add_lora(settings)
+
+
+def prepare_model(config: TrainConfig, args):
+    """``(model, processor, base)``: the model to train, with what trains set as the config says.
+
+    ``args`` (TrainingArguments) orders the ranks: the main process builds the base checkpoint first.
+    """
+    with args.main_process_first(desc="base checkpoint"):
+        base = base_checkpoint(config)
+    kwargs = {}
+    if config.quantization:
+        kwargs["quantization_config"] = quantization_config(config)
+    elif config.training.get("bf16"):
+        kwargs["dtype"] = torch.bfloat16
+    model = load_model(base, **kwargs)
+    processor = VideoLLMProcessor.from_pretrained(base)
+    set_trainable(model, config)
+    if config.quantization:
+        keep_4bit_weights_trainable(model)
+        model._hf_peft_config_loaded = True  # LoRA is attached: what transformers checks before training a quantized model
+    return model, processor, base
+
+
+def parameter_report(model, config: TrainConfig) -> str:
+    """Trainable / total parameters per part, as printed at start-up."""
+    rows = []
+    total_trainable = total = 0
+    for label, part in (("vision tower", model.vision_tower), ("projector", model.projector), ("LLM", model.language_model)):
+        n_total = sum(p.numel() for p in part.parameters())
+        n_train = sum(p.numel() for p in part.parameters() if p.requires_grad)
+        total, total_trainable = total + n_total, total_trainable + n_train
+        state = "frozen" if not n_train else ("trains" if n_train == n_total else "partly trains (adapters)")
+        rows.append(f"  {label:<13}{n_train / 1e6:10.3f}M / {n_total / 1e6:9.3f}M  {state}")
+    share = 100 * total_trainable / max(total, 1)
+    header = f"trainable parameters ({config.describe_trainable()}):"
+    footer = f"  {'total':<13}{total_trainable / 1e6:10.3f}M / {total / 1e6:9.3f}M  ({share:.2f}%)"
+    return "\n".join([header, *rows, footer])

@@ -1,0 +1,138 @@
+"""transformers' Trainer, adapted: trainable-only checkpoints, length grouping without decoding videos, a
+trainability check after the first optimizer step, and a progress bar that shows loss, lr and samples/s."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from ..errors import VllmI2VError
+from ..models.checkpoint import load_trainable, save_trainable, trainable_names
+
+
+class TrainabilityError(VllmI2VError):
+    """What the config says trains and what the first optimizer step changed disagree."""
+
+
+class VideoTrainer(Trainer):
+    """Trainer that saves only what trains (plus config and tokenizer) and groups rows by approximate length."""
+
+    def __init__(self, *args, base_checkpoint, processor, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base_checkpoint = base_checkpoint
+        self.processor = processor
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        save_trainable(self.accelerator.unwrap_model(self.model), output_dir, self.base_checkpoint, state_dict)
+        self.processor.save_pretrained(output_dir)
+        torch.save(self.args, f"{output_dir}/training_args.bin")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_trainable(model or self.model, resume_from_checkpoint)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=dataset.lengths()
+            )
+        return super()._get_train_sampler(train_dataset)
+
+
+class TrainabilityCheck(TrainerCallback):
+    """After the first optimizer step: every parameter meant to train changed, and no frozen one did.
+
+    Catches LoRA that trains nothing, a projector left frozen, a vision tower that trains by accident. A LoRA
+    ``A`` matrix may stay still on the first step (its gradient is zero while ``B`` is zero), so it counts as
+    reached when its ``B`` changed. Frozen weights are checked through a sample of them (at most
+    ``frozen_sample`` tensors) to keep the check cheap on large models.
+    """
+
+    def __init__(self, model: torch.nn.Module, frozen_sample: int = 64):
+        self.model = model
+        self.expected = set(trainable_names(model))
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad and p.dtype.is_floating_point]
+        self.frozen_names = frozen[:: max(1, len(frozen) // frozen_sample)]
+        self.before: dict[str, torch.Tensor] = {}
+        self.report = ""
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        params = dict(self.model.named_parameters())
+        names = sorted(self.expected) + self.frozen_names
+        with _gathered([params[n] for n in names]):
+            return {n: params[n].detach().float().cpu().clone() for n in names}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.before = self._snapshot()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.before:
+            return
+        after = self._snapshot()
+        changed = {n for n in after if not torch.equal(after[n], self.before[n])}
+        still = []
+        for name in sorted(self.expected - changed):
+            partner = name.replace("lora_A", "lora_B")
+            if "lora_A" in name and partner in changed and not self.before[partner].any():
+                continue
+            still.append(name)
+        moved_frozen = sorted(set(self.frozen_names) & changed)
+        self.before = {}
+        self.report = (
+            f"trainability check after step 1: {len(self.expected) - len(still)}/{len(self.expected)} trainable "
+            f"tensors updated, {len(moved_frozen)}/{len(self.frozen_names)} sampled frozen tensors moved"
+        )
+        if args.process_index == 0:
+            print(self.report, flush=True)
+        if still or moved_frozen:
+            problems = []
+            if still:
+                problems.append(f"{len(still)} trainable tensors got no update (e.g. {', '.join(still[:3])})")
+            if moved_frozen:
+                problems.append(f"frozen tensors changed (e.g. {', '.join(moved_frozen[:3])})")
+            raise TrainabilityError("trainability check failed: " + "; ".join(problems))
+
+
+class _gathered:
+    """Gather ZeRO-3 partitioned parameters for reading (a no-op without ZeRO-3)."""
+
+    def __init__(self, params):
+        self.params = [p for p in params if hasattr(p, "ds_id")]
+        self.context = None
+
+    def __enter__(self):
+        if self.params:
+            import deepspeed
+
+            self.context = deepspeed.zero.GatheredParameters(self.params, modifier_rank=None)
+            self.context.__enter__()
+
+    def __exit__(self, *exc):
+        if self.context is not None:
+            self.context.__exit__(*exc)
+
+
+class MetricsProgressCallback(ProgressCallback):
+    """The training bar with loss, learning rate and samples/s beside tqdm's own ETA."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.started, self.start_step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or logs is None:
+            return
+        if "loss" not in logs:
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+        steps = state.global_step - self.start_step
+        samples = steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        rate = samples / max(time.perf_counter() - self.started, 1e-9)
+        self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", samples_per_s=f"{rate:.2f}")
