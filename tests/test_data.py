@@ -154,3 +154,32 @@ def test_dataset_skips_bad_rows_and_corrupt_videos(build, tmp_path, video_root, 
     assert np.asarray(row["pixel_values"][0]).shape[0] == 4
     with pytest.raises(DataError, match=r"mixed.json\[1\]: video 'clips/missing.mp4' not found"):
         VideoChatDataset(samples, processor, video_root, UniformSampler(4), strict=True)
+
+
+def test_dataset_skips_a_hung_decoder(build, tmp_path, video_root, monkeypatch, caplog):
+    import threading
+
+    from vllm_i2v.video import sources
+
+    release = threading.Event()
+    real_get = {cls: cls.get for cls in (sources.DecordSource, sources.PyAVSource)}
+
+    def patched(cls):
+        def get(self, indices):
+            if self.path.name == "a.mp4":
+                release.wait(30)
+            return real_get[cls](self, indices)
+
+        return get
+
+    for cls in real_get:
+        monkeypatch.setattr(cls, "get", patched(cls))
+    _, processor = build("stpool")
+    samples = load_samples(dump(tmp_path / "l.json", [LLAVA[0], LLAVA[1]]))
+    dataset = VideoChatDataset(samples, processor, video_root, UniformSampler(4), decode_timeout=0.5)
+    with caplog.at_level(logging.WARNING):
+        row = dataset[0]  # clips/a.mp4 hangs: skipped, clips/b.mp4 served
+    release.set()
+    assert "decoding took longer than 0.5s" in caplog.text
+    supervised = [t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE_INDEX]
+    assert processor.tokenizer.decode(supervised) == "Two.<|im_end|>\n"

@@ -239,3 +239,24 @@ def test_frames_of_different_sizes_in_a_folder(tmp_path):
 def test_writer_is_atomic(tmp_path):
     path = write_video(tmp_path / "a.mp4", numbered_frames(4), fps=4)
     assert sorted(os.listdir(tmp_path)) == ["a.mp4"] and path.stat().st_size > 0
+
+
+def test_a_hung_decoder_times_out(numbered_mp4, monkeypatch):
+    import threading
+    import time
+
+    from vllm_i2v.video import sources
+
+    release = threading.Event()
+
+    def hang(self, indices):
+        release.wait(30)  # a decoder stuck in native code
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(sources.DecordSource, "get", hang)
+    monkeypatch.setattr(sources.PyAVSource, "get", hang)
+    started = time.perf_counter()
+    with pytest.raises(VideoInputError, match="numbered.mp4: decoding took longer than 0.5s"):
+        read_video(numbered_mp4, UniformSampler(4), timeout=0.5)
+    assert time.perf_counter() - started < 5
+    release.set()

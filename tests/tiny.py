@@ -61,6 +61,7 @@ def save_tiny_llm(path: Path, chat_template: str | None = CHATML, seed: int = 0)
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # logits wide enough for a frozen tied head to express a learnt answer
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,

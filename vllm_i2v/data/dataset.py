@@ -39,18 +39,19 @@ def usable_samples(samples: list[Sample], video_root: Path | None, strict: bool 
 class VideoChatDataset(torch.utils.data.Dataset):
     """Decodes each row's video with ``sampler`` and encodes the conversation with labels on assistant turns.
 
-    A row whose video fails to decode is logged and replaced by the next row (a corrupt file costs one
-    warning, not the run); ``strict`` makes it an error instead.
+    A row whose video fails to decode, or whose decoder hangs past ``decode_timeout`` seconds, is logged and
+    replaced by the next row (a corrupt file costs one warning, not the run); ``strict`` makes it an error.
     """
 
     def __init__(self, samples: list[Sample], processor, video_root, sampler: FrameSampler, strict: bool = False,
-                 max_frames: int | None = None):
+                 max_frames: int | None = None, decode_timeout: float | None = 60.0):
         self.video_root = Path(video_root) if video_root is not None else None
         self.samples = usable_samples(samples, self.video_root, strict)
         self.processor = processor
         self.sampler = sampler
         self.strict = strict
         self.max_frames = max_frames
+        self.decode_timeout = decode_timeout
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,9 +77,10 @@ class VideoChatDataset(torch.utils.data.Dataset):
         if sample.visual is not None:
             path = resolve_inside(self.video_root, sample.visual, sample.source) if self.video_root else Path(sample.visual)
             if sample.video is not None:
-                visuals.append(read_video(path, self.sampler, max_frames=self.max_frames).frames)
+                clip = read_video(path, self.sampler, max_frames=self.max_frames, timeout=self.decode_timeout)
+                visuals.append(clip.frames)
             else:
-                visuals.append(read_video(path).frames[:1][0])
+                visuals.append(read_video(path, timeout=self.decode_timeout).frames[0])
         row = self.processor.encode(sample.messages, visuals, add_generation_prompt=False, with_labels=True, name=sample.source)
         if not any(label != -100 for label in row["labels"]):
             raise DataError(f"{sample.source}: no assistant tokens left to train on")

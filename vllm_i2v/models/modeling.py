@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from transformers import initialization as init
 
-from ..errors import ConfigError, PromptError
+from ..errors import PromptError
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
 from .lora import add_lora
@@ -45,13 +45,8 @@ class VideoLLM(PreTrainedModel):
             feature_select=config.vision_feature_select,
             lora=config.vision_lora,
             model=vision_model,
+            geometry=(tuple(config.vision_grid), config.vision_prefix_tokens),
         )
-        geometry = (list(self.vision_tower.grid), self.vision_tower.prefix_tokens)
-        if geometry != (list(config.vision_grid), config.vision_prefix_tokens):
-            raise ConfigError(
-                f"the vision tower gives a {geometry[0]} patch grid with {geometry[1]} prefix tokens, but the config "
-                f"says {config.vision_grid} and {config.vision_prefix_tokens}"
-            )
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
         if config.llm_lora:
             add_lora(self.language_model, config.llm_lora)

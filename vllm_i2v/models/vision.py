@@ -96,7 +96,10 @@ class VisionTower(nn.Module):
         feature_select: str = "patch",
         lora: dict | None = None,
         model: nn.Module | None = None,
+        geometry: tuple[tuple[int, int], int] | None = None,
     ):
+        """``geometry`` ((grid_h, grid_w), prefix tokens) as stored in a checkpoint's config; measured with
+        :func:`feature_geometry` when not given (not possible on ZeRO-3 partitioned weights)."""
         super().__init__()
         if feature_select not in FEATURE_SELECT:
             raise ConfigError(f"unknown vision_feature_select {feature_select!r}; known: {', '.join(FEATURE_SELECT)}")
@@ -106,7 +109,10 @@ class VisionTower(nn.Module):
         num_layers = self.model.config.num_hidden_layers
         if not -(num_layers + 1) <= feature_layer <= num_layers:
             raise ConfigError(f"vision_feature_layer {feature_layer} is outside the tower's {num_layers} layers")
-        self.grid, self.prefix_tokens = feature_geometry(self.model, preprocess)
+        if geometry is None:
+            geometry = feature_geometry(self.model, preprocess)
+        (grid_h, grid_w), self.prefix_tokens = geometry
+        self.grid = (grid_h, grid_w)
         self.hidden_size = self.model.config.hidden_size
         self.model.requires_grad_(False)
         if lora:

@@ -31,6 +31,7 @@ class DataConfig:
     sampler: str = "segments"  # segments: TSN random offsets; uniform; fps
     fps: float | None = None
     strict: bool = False  # stop at the first bad row instead of skipping it
+    decode_timeout: float = 60.0  # seconds; a video whose decoder hangs longer is skipped and logged
 
 
 @dataclass

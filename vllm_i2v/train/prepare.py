@@ -84,6 +84,23 @@ def set_trainable(model, config: TrainConfig) -> None:
                 module.add_lora(settings)
 
 
+def expected_trainable(model, config: TrainConfig) -> set[str]:
+    """Names of the parameters the config says train (what the trainability check holds the run to)."""
+    parts = []
+    if config.trainable.projector:
+        parts.append(("projector.", False))
+    for part, prefix in (("llm", "language_model."), ("vision", "vision_tower.")):
+        mode = getattr(config.trainable, part)
+        if mode != "frozen":
+            parts.append((prefix, mode == "lora"))
+    return {
+        name
+        for name, param in model.named_parameters()
+        if param.dtype.is_floating_point
+        and any(name.startswith(prefix) and (not lora_only or "lora_" in name) for prefix, lora_only in parts)
+    }
+
+
 def prepare_model(config: TrainConfig, args):
     """``(model, processor, base)``: the model to train, with what trains set as the config says.
 
@@ -110,8 +127,9 @@ def parameter_report(model, config: TrainConfig) -> str:
     rows = []
     total_trainable = total = 0
     for label, part in (("vision tower", model.vision_tower), ("projector", model.projector), ("LLM", model.language_model)):
-        n_total = sum(p.numel() for p in part.parameters())
-        n_train = sum(p.numel() for p in part.parameters() if p.requires_grad)
+        sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in part.parameters()]  # ZeRO-3: ds_numel
+        n_total = sum(n for n, _ in sizes)
+        n_train = sum(n for n, trains in sizes if trains)
         total, total_trainable = total + n_total, total_trainable + n_train
         state = "frozen" if not n_train else ("trains" if n_train == n_total else "partly trains (adapters)")
         rows.append(f"  {label:<13}{n_train / 1e6:10.3f}M / {n_total / 1e6:9.3f}M  {state}")

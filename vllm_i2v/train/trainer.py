@@ -11,7 +11,7 @@ from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..errors import VllmI2VError
-from ..models.checkpoint import load_trainable, save_trainable, trainable_names
+from ..models.checkpoint import load_trainable, save_trainable
 
 
 class TrainabilityError(VllmI2VError):
@@ -45,9 +45,12 @@ class VideoTrainer(Trainer):
             )
         return super()._get_train_sampler(train_dataset)
 
+    def _get_eval_sampler(self, eval_dataset):
+        return torch.utils.data.SequentialSampler(eval_dataset)  # order does not matter; never decode to sort
+
 
 class TrainabilityCheck(TrainerCallback):
-    """After the first optimizer step: every parameter meant to train changed, and no frozen one did.
+    """After the first optimizer step: every parameter the config says trains changed, and no other did.
 
     Catches LoRA that trains nothing, a projector left frozen, a vision tower that trains by accident. A LoRA
     ``A`` matrix may stay still on the first step (its gradient is zero while ``B`` is zero), so it counts as
@@ -55,10 +58,10 @@ class TrainabilityCheck(TrainerCallback):
     ``frozen_sample`` tensors) to keep the check cheap on large models.
     """
 
-    def __init__(self, model: torch.nn.Module, frozen_sample: int = 64):
+    def __init__(self, model: torch.nn.Module, expected: set[str], frozen_sample: int = 64):
         self.model = model
-        self.expected = set(trainable_names(model))
-        frozen = [n for n, p in model.named_parameters() if not p.requires_grad and p.dtype.is_floating_point]
+        self.expected = set(expected)
+        frozen = [n for n, p in model.named_parameters() if n not in self.expected and p.dtype.is_floating_point]
         self.frozen_names = frozen[:: max(1, len(frozen) // frozen_sample)]
         self.before: dict[str, torch.Tensor] = {}
         self.report = ""

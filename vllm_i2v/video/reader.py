@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def read_video(
     backend: str = "auto",
     frames_fps: float = 1.0,
     max_frames: int | None = None,
+    timeout: float | None = None,
 ) -> VideoClip:
     """Decode the frames ``sampler`` picks from ``path``, seeking to each, never decoding the whole video.
 
@@ -45,7 +47,11 @@ def read_video(
     (at ``frames_fps``). ``start``/``end`` (seconds) clip the video before sampling. ``max_frames`` caps the
     sampler (see :func:`vllm_i2v.models.budget.max_frames_for_context`). When more frames are asked for
     than the clip has, frames repeat. Bad input raises :class:`VideoInputError` naming the file and cause.
+    With ``timeout`` (seconds), a decoder that hangs is abandoned and the call raises :class:`VideoInputError`
+    (decoders hang on some files; a training run skips the row instead of stalling).
     """
+    if timeout is not None:
+        return _within(timeout, path, read_video, path, sampler, start, end, backend, frames_fps, max_frames)
     sampler = sampler or UniformSampler(8)
     if max_frames is not None:
         sampler = sampler.cap(max_frames)
@@ -91,3 +97,23 @@ def _window(path, num_frames: int, fps: float, start: float | None, end: float |
             f"(the video is {num_frames / fps:.2f}s long)"
         )
     return first, last
+
+
+def _within(timeout: float, path, fn, *args):
+    """Run ``fn(*args)`` in a daemon thread; past ``timeout`` seconds, leave it behind and raise."""
+    result: dict = {}
+
+    def work():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"decode {path}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise VideoInputError(path, f"decoding took longer than {timeout:g}s (a hung decoder); skipped")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

@@ -1,0 +1,208 @@
+"""Training: loss goes down, QLoRA survives an evaluation, the trainability check, resume after a kill,
+merge, configs, and 2-rank DeepSpeed ZeRO-2 / ZeRO-3 runs through the launcher scripts users run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tiny import random_frames
+from vllm_i2v.errors import ConfigError
+from vllm_i2v.models import VideoLLMProcessor
+from vllm_i2v.models.checkpoint import load_model, merge_checkpoint
+from vllm_i2v.train.config import load_train_config
+from vllm_i2v.train.run import make_trainer, run_training
+from vllm_i2v.train.trainer import TrainabilityError
+from vllm_i2v.video.writer import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+COLORS = {"red": (230, 30, 30), "blue": (40, 80, 230), "green": (30, 200, 30), "yellow": (240, 220, 30)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """16 clips of one flat colour each; the answer names the colour (learnable from the video alone)."""
+    root = tmp_path_factory.mktemp("train_data")
+    (root / "videos").mkdir()
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        name = list(COLORS)[i % 4]
+        frames = np.broadcast_to(np.array(COLORS[name], dtype=np.uint8), (8, 32, 32, 3)).copy()
+        frames = np.clip(frames.astype(int) + rng.integers(-10, 10, frames.shape), 0, 255).astype(np.uint8)
+        write_video(root / "videos" / f"{i}.mp4", frames, fps=4)
+        rows.append({"id": str(i), "video": f"{i}.mp4", "conversations": [
+            {"from": "human", "value": "<video>\nWhat color is the clip?"}, {"from": "gpt", "value": f"It is {name}."}]})  # fmt: skip
+    (root / "train.json").write_text(json.dumps(rows))
+    return root
+
+
+def write_config(tmp_path: Path, saved_model: Path, dataset: Path, **changes) -> Path:
+    config = {
+        "model": str(saved_model),
+        "data": {"train": str(dataset / "train.json"), "video_root": str(dataset / "videos"), "num_frames": 4},
+        "trainable": {"projector": True, "llm": "lora"},
+        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
+        "training": {
+            "output_dir": str(tmp_path / "out"), "max_steps": 30, "per_device_train_batch_size": 4,
+            "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 1, "save_steps": 1000, "dataloader_num_workers": 0, "seed": 0,
+        },
+    }  # fmt: skip
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            config[section][name] = value
+        else:
+            config[section] = value
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def logged_losses(output_dir: Path) -> dict[int, float]:
+    states = sorted(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    history = json.loads(states[-1].read_text())["log_history"]
+    return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+def test_loss_decreases_and_merge_matches(tmp_path, saved_model, dataset, capsys):
+    final = run_training(write_config(tmp_path, saved_model, dataset, training__save_steps=30))
+    out = capsys.readouterr().out
+    assert "trainable parameters (projector + LLM LoRA r=8)" in out
+    assert "trainability check after step 1:" in out and "tensors updated, 0/" in out
+    losses = list(logged_losses(tmp_path / "out").values())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    assert {"config.json", "tokenizer.json", "trainable.json", "trainable.safetensors"} <= {p.name for p in final.iterdir()}
+    assert (final / "trainable.safetensors").stat().st_size < 0.5 * (saved_model / "model.safetensors").stat().st_size
+
+    processor = VideoLLMProcessor.from_pretrained(final)
+    batch = processor([[{"role": "user", "content": "<video>\nWhat color is the clip?"}]], [[random_frames(4, 32, 32)]])
+    trained = load_model(final)
+    merged_info = merge_checkpoint(final, tmp_path / "merged")
+    assert merged_info["llm"] > 0
+    merged = load_model(tmp_path / "merged")
+    assert merged.config.llm_lora is None and not any("lora_" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(merged(**batch).logits, trained(**batch).logits, atol=1e-4, rtol=1e-4)
+    merge_checkpoint(final, tmp_path / "merged0", lora_scale=0.0)  # no LoRA update: the base LLM
+    base_llm = load_model(saved_model).language_model.state_dict()
+    for name, weight in load_model(tmp_path / "merged0").language_model.state_dict().items():
+        torch.testing.assert_close(weight, base_llm[name], atol=1e-6, rtol=0)
+
+
+def test_qlora_evaluated_before_training_still_learns(tmp_path, saved_model, dataset, capsys):
+    path = write_config(
+        tmp_path, saved_model, dataset, quantization="nf4", training__max_steps=20, training__eval_on_start=True,
+        training__eval_strategy="steps", training__eval_steps=1000, training__save_steps=20,
+        data={"train": str(dataset / "train.json"), "eval": str(dataset / "train.json"), "video_root": str(dataset / "videos"), "num_frames": 4},
+    )
+    run_training(path)
+    assert "trainability check after step 1:" in capsys.readouterr().out  # it raises if LoRA got no gradient
+    losses = list(logged_losses(tmp_path / "out").values())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_trainability_check_catches_a_frozen_lora(tmp_path, saved_model, dataset):
+    trainer = make_trainer(load_train_config(write_config(tmp_path, saved_model, dataset, training__max_steps=3)))
+    for name, param in trainer.model.language_model.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(False)  # the bug users meet: adapters attached but never trained
+    with pytest.raises(TrainabilityError, match="trainable tensors got no update .*lora_"):
+        trainer.train()
+
+
+def test_align_then_instruct_stages_chain(tmp_path, parts, dataset):
+    spec = tmp_path / "build.yaml"
+    spec.write_text(yaml.safe_dump({"vision": str(parts["clip"]), "llm": str(parts["llm"]), "projector": {"type": "adapool", "grid": [2, 2, 2]}}))
+    align = write_config(tmp_path, parts["llm"], dataset, trainable={"projector": True}, training__max_steps=4)
+    config = yaml.safe_load(align.read_text())
+    config.pop("model")
+    config["build"] = str(spec)
+    align.write_text(yaml.safe_dump(config))
+    align_final = run_training(align)
+    assert (tmp_path / "out" / "base" / "model.safetensors").is_file()  # built once, then the base of the deltas
+    assert json.loads((align_final / "trainable.json").read_text())["weights"][0].startswith("projector.")
+    instruct = tmp_path / "instruct"
+    instruct.mkdir()
+    stage2 = write_config(instruct, align_final, dataset, trainable={"projector": False, "llm": "lora"}, training__max_steps=4)
+    final = run_training(stage2)
+    model = load_model(final)  # instruct delta -> align delta -> built base
+    aligned, built = load_model(align_final).projector.state_dict(), load_model(tmp_path / "out" / "base").projector.state_dict()
+    for name, weight in model.projector.state_dict().items():  # the aligned projector, carried through stage 2
+        torch.testing.assert_close(weight, aligned[name], atol=0, rtol=0)
+    assert any(not torch.equal(aligned[n], built[n]) for n in aligned)
+    assert model.config.llm_lora is not None and model.config.projector["type"] == "adapool"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"quantization": "nf4", "trainable": {"projector": True, "llm": "full"}}, "QLoRA"),
+        ({"trainable": {"projector": False}}, "nothing trains"),
+        ({"build": "x.yaml"}, "exactly one of model"),
+        ({"trainable": {"llm": "adapters"}}, "trainable.llm must be one of frozen, lora, full"),
+        ({"epochs": 3}, "unknown keys \\['epochs'\\]"),
+    ],
+)
+def test_config_errors(tmp_path, saved_model, dataset, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(write_config(tmp_path, saved_model, dataset, **changes))
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, saved_model, dataset):
+    steps = {"training__max_steps": 40, "training__save_steps": 10, "training__per_device_train_batch_size": 8}
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    run_training(write_config(straight, saved_model, dataset, **steps))
+    expected = logged_losses(straight / "out")
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    config = write_config(killed, saved_model, dataset, **steps)
+    command = [sys.executable, "-m", "vllm_i2v.cli", "train", str(config)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (killed / "out" / "checkpoint-10" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "out" / "final").exists(), "the run finished before it was killed"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming from" in result.stdout
+    resumed = logged_losses(killed / "out")
+    assert sorted(resumed) == sorted(expected) == list(range(1, 41))
+    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)], [expected[s] for s in sorted(expected)], rtol=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset, stage):
+    config = write_config(tmp_path, saved_model, dataset, training__max_steps=4, training__save_steps=4,
+                          training__deepspeed=str(ROOT / "configs" / "deepspeed" / f"{stage}.json"))  # fmt: skip
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29700 + (stage == "zero3"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    if stage == "zero2":  # single node
+        command = [str(ROOT / "scripts" / "train.sh"), str(config)]
+        env["NUM_GPUS"] = "2"
+    else:  # the multi-node script, with a hostfile naming this machine
+        (tmp_path / "hostfile").write_text("localhost slots=2\n")
+        command = [str(ROOT / "scripts" / "train_multinode.sh"), str(config)]
+        env.update(HOSTFILE=str(tmp_path / "hostfile"), MASTER_ADDR="127.0.0.1", DS_LAUNCHER_ARGS="--no_ssh_check")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "trainability check after step 1:" in log and "0/" in log
+    assert (tmp_path / "out" / "checkpoint-4" / "global_step4").is_dir()  # DeepSpeed's own engine checkpoint
+    losses = logged_losses(tmp_path / "out")
+    assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
+    load_model(tmp_path / "out" / "final")  # the trainable-only checkpoint loads on one process
