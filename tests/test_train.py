@@ -206,3 +206,48 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
     losses = logged_losses(tmp_path / "out")
     assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
     load_model(tmp_path / "out" / "final")  # the trainable-only checkpoint loads on one process
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_training_configs_are_valid(config):
+    loaded = load_train_config(config)
+    ds = loaded.training.get("deepspeed")
+    assert ds is None or (ROOT / ds).is_file()
+    assert loaded.describe_trainable() != "nothing"
+
+
+def test_adapted_features_with_gradient_checkpointing(tmp_path, saved_model, dataset, capsys):
+    path = write_config(tmp_path, saved_model, dataset, trainable={"projector": True, "llm": "lora", "vision": "lora"},
+                        vision_lora={"r": 4, "lora_alpha": 8}, training__max_steps=3, training__gradient_checkpointing=True)  # fmt: skip
+    final = run_training(path)
+    out = capsys.readouterr().out
+    assert "projector + LLM LoRA r=8 + VISION LoRA r=4" in out
+    weights = json.loads((final / "trainable.json").read_text())["weights"]
+    assert any(w.startswith("vision_tower.") and "lora_" in w for w in weights)
+    assert load_model(final).config.vision_lora == {"r": 4, "lora_alpha": 8}
+
+
+def test_feature_cache(tmp_path, saved_model, dataset, capsys):
+    cache = tmp_path / "cache"
+    uniform = {"train": str(dataset / "train.json"), "video_root": str(dataset / "videos"), "num_frames": 4, "sampler": "uniform"}
+    plain_dir, cached_dir = tmp_path / "plain", tmp_path / "cached"
+    plain_dir.mkdir(), cached_dir.mkdir()
+    run_training(write_config(plain_dir, saved_model, dataset, data=uniform, training__max_steps=10, training__save_steps=10))
+    run_training(write_config(cached_dir, saved_model, dataset, data=uniform, feature_cache=str(cache),
+                              training__max_steps=10, training__save_steps=10))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "'videos': 16, 'extracted': 16, 'cached': 0, 'failed': 0" in out
+    assert len(list(cache.glob("*/*.safetensors"))) == 16
+    plain, cached = logged_losses(plain_dir / "out"), logged_losses(cached_dir / "out")
+    np.testing.assert_allclose(list(cached.values()), list(plain.values()), rtol=1e-2)  # fp16-stored features
+
+    again = tmp_path / "again"
+    again.mkdir()
+    os.utime(dataset / "videos" / "3.mp4")  # a changed video is extracted again, the rest are read
+    run_training(write_config(again, saved_model, dataset, data=uniform, feature_cache=str(cache), training__max_steps=2))
+    assert "'extracted': 1, 'cached': 15" in capsys.readouterr().out
+
+
+def test_feature_cache_refuses_random_frames(tmp_path, saved_model, dataset):
+    with pytest.raises(ConfigError, match="feature cache needs the same frames every epoch"):
+        make_trainer(load_train_config(write_config(tmp_path, saved_model, dataset, feature_cache=str(tmp_path / "c"))))

@@ -44,7 +44,7 @@ class VideoChatDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: list[Sample], processor, video_root, sampler: FrameSampler, strict: bool = False,
-                 max_frames: int | None = None, decode_timeout: float | None = 60.0):
+                 max_frames: int | None = None, decode_timeout: float | None = 60.0, feature_cache=None):
         self.video_root = Path(video_root) if video_root is not None else None
         self.samples = usable_samples(samples, self.video_root, strict)
         self.processor = processor
@@ -52,6 +52,7 @@ class VideoChatDataset(torch.utils.data.Dataset):
         self.strict = strict
         self.max_frames = max_frames
         self.decode_timeout = decode_timeout
+        self.feature_cache = feature_cache  # a train.feature_cache.FeatureCache: read features, decode nothing
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,16 +73,30 @@ class VideoChatDataset(torch.utils.data.Dataset):
                 logger.warning("skipping %s: %s", sample.source, exc)
         raise DataError("no row of the dataset could be decoded")
 
+    def video_path(self, sample: Sample) -> Path:
+        """The file of a row's video or image (inside the video root when one is set)."""
+        if self.video_root is None:
+            return Path(sample.visual)
+        return resolve_inside(self.video_root, sample.visual, sample.source)
+
     def encode(self, sample: Sample) -> dict:
-        visuals = []
+        """One row: decoded frames (or cached vision features), tokens and labels."""
+        visuals, features = [], None
         if sample.visual is not None:
-            path = resolve_inside(self.video_root, sample.visual, sample.source) if self.video_root else Path(sample.visual)
-            if sample.video is not None:
+            path = self.video_path(sample)
+            if self.feature_cache is not None:
+                cached = self.feature_cache.load(path, image=sample.image is not None)
+                if cached is None:
+                    raise DataError(f"{sample.source}: no cached vision features for {path} (its extraction failed)")
+                features = [cached]
+            elif sample.video is not None:
                 clip = read_video(path, self.sampler, max_frames=self.max_frames, timeout=self.decode_timeout)
                 visuals.append(clip.frames)
             else:
                 visuals.append(read_video(path, timeout=self.decode_timeout).frames[0])
-        row = self.processor.encode(sample.messages, visuals, add_generation_prompt=False, with_labels=True, name=sample.source)
+        row = self.processor.encode(
+            sample.messages, visuals, add_generation_prompt=False, with_labels=True, name=sample.source, features=features
+        )
         if not any(label != -100 for label in row["labels"]):
             raise DataError(f"{sample.source}: no assistant tokens left to train on")
         return row

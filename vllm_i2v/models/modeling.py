@@ -113,9 +113,12 @@ class VideoLLM(PreTrainedModel):
         visual = torch.cat(visual_tokens, dim=0).to(embeds.dtype)
         return embeds.masked_scatter(mask.unsqueeze(-1), visual)
 
-    def embed(self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None) -> torch.Tensor:
-        """Encode the frames and merge their visual tokens into the token embeddings."""
-        visual = [] if pixel_values is None else self.encode_visual(pixel_values, frame_counts)
+    def embed(self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None, vision_features=None) -> torch.Tensor:
+        """Encode the frames (or project precomputed ``vision_features``) and merge the visual tokens in."""
+        if vision_features is not None:
+            visual = self.project(vision_features, frame_counts)
+        else:
+            visual = [] if pixel_values is None else self.encode_visual(pixel_values, frame_counts)
         return self.merge(input_ids, visual)
 
     def forward(
@@ -126,10 +129,13 @@ class VideoLLM(PreTrainedModel):
         frame_counts: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
         **kwargs,
     ):
+        """The LLM's output over the merged embeddings; ``vision_features`` (cached tower output) may stand in
+        for ``pixel_values``."""
         if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids, pixel_values, frame_counts)
+            inputs_embeds = self.embed(input_ids, pixel_values, frame_counts, vision_features)
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()

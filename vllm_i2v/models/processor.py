@@ -144,13 +144,20 @@ class VideoLLMProcessor:
 
     def encode(
         self, messages: list[dict], visuals=(), add_generation_prompt: bool = True, with_labels: bool = False,
-        name: str = "conversation",
+        name: str = "conversation", features: list[torch.Tensor] | None = None,
     ) -> dict:
         """One conversation: ``input_ids`` (placeholders expanded), ``labels`` (or None) and ``pixel_values``
-        (one ``(T, 3, H, W)`` tensor per visual input). :meth:`collate` batches such rows."""
+        (one ``(T, 3, H, W)`` tensor per visual input). :meth:`collate` batches such rows.
+
+        ``features`` replaces ``visuals`` with vision-tower features ``(T, N, D)`` computed earlier (a feature
+        cache); the row then carries ``vision_features`` instead of ``pixel_values``.
+        """
         ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
+        if features is not None:
+            ids, labels = self._expand(name, ids, labels, [f.shape[0] for f in features])
+            return {"input_ids": ids, "labels": labels, "vision_features": list(features)}
         frames = [self._frames_of(x) for x in visuals]
-        ids, labels = self._expand(name, ids, labels, frames)
+        ids, labels = self._expand(name, ids, labels, [f.shape[0] for f in frames])
         return {"input_ids": ids, "labels": labels, "pixel_values": [self.frame_preprocessor(f) for f in frames]}
 
     def collate(self, rows: list[dict]) -> dict:
@@ -169,10 +176,13 @@ class VideoLLMProcessor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if with_labels:
             batch["labels"] = labels
-        pixel_values = [p for row in rows for p in row["pixel_values"]]
-        if pixel_values:
-            batch["pixel_values"] = torch.cat(pixel_values)
-            batch["frame_counts"] = torch.tensor([p.shape[0] for p in pixel_values])
+        for key in ("pixel_values", "vision_features"):
+            stacks = [p for row in rows for p in row.get(key, ())]
+            if stacks:
+                if "frame_counts" in batch:
+                    raise PromptError("a batch mixes rows with frames and rows with cached vision features")
+                batch[key] = torch.cat(stacks)
+                batch["frame_counts"] = torch.tensor([p.shape[0] for p in stacks])
         return batch
 
     @staticmethod
@@ -181,19 +191,19 @@ class VideoLLMProcessor:
         frames = np.asarray(frames)
         return frames[None] if frames.ndim == 3 else frames
 
-    def _expand(self, name: str, ids: list[int], labels: list[int] | None, frames: list[np.ndarray]):
-        """Replace each placeholder by as many copies as its input has visual tokens."""
+    def _expand(self, name: str, ids: list[int], labels: list[int] | None, frame_counts: list[int]):
+        """Replace each placeholder by as many copies as its input (of ``frame_counts[i]`` frames) has visual tokens."""
         slots = [(i, self.placeholder_kind[t]) for i, t in enumerate(ids) if t in self.placeholder_kind]
-        if len(slots) != len(frames):
+        if len(slots) != len(frame_counts):
             kinds = ", ".join(kind for _, kind in slots) or "none"
             raise PromptError(
-                f"{name} has {len(slots)} placeholders ({kinds}) but {len(frames)} visual inputs were given"
+                f"{name} has {len(slots)} placeholders ({kinds}) but {len(frame_counts)} visual inputs were given"
             )
         out_ids, out_labels, start = [], [], 0
-        for (pos, kind), clip in zip(slots, frames):
-            if kind == "image" and clip.shape[0] != 1:
-                raise PromptError(f"{name}: an <image> placeholder got {clip.shape[0]} frames; use <video>")
-            count = self.config.num_visual_tokens(clip.shape[0])
+        for (pos, kind), frames in zip(slots, frame_counts):
+            if kind == "image" and frames != 1:
+                raise PromptError(f"{name}: an <image> placeholder got {frames} frames; use <video>")
+            count = self.config.num_visual_tokens(frames)
             out_ids += ids[start:pos] + [ids[pos]] * count
             if labels is not None:
                 out_labels += labels[start:pos] + [IGNORE_INDEX] * count

@@ -28,7 +28,8 @@ class DataConfig:
     video_root: str | None = None
     format: str = "auto"
     num_frames: int = 8
-    sampler: str = "segments"  # segments: TSN random offsets; uniform; fps
+    sampler: str = "segments"  # segments (TSN), uniform, fps
+    random_offset: bool = True  # segments: a random frame in each segment (training) or its middle
     fps: float | None = None
     strict: bool = False  # stop at the first bad row instead of skipping it
     decode_timeout: float = 60.0  # seconds; a video whose decoder hangs longer is skipped and logged
@@ -50,6 +51,7 @@ class TrainConfig:
     lora: dict = field(default_factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"})
     vision_lora: dict = field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})
     quantization: str | None = None  # nf4 | int8: QLoRA, the frozen LLM quantized by bitsandbytes
+    feature_cache: str | None = None  # folder: frozen-tower features extracted once, read every epoch
     save_full: bool = False  # also write a standalone merged checkpoint to OUTPUT_DIR/final-merged
     training: dict = field(default_factory=dict)  # transformers TrainingArguments
 
@@ -86,6 +88,8 @@ def load_train_config(path, overrides: list[str] = ()) -> TrainConfig:
         raise ConfigError(f"{where}: a quantized LLM (QLoRA) trains through LoRA: set trainable.llm: lora")
     if not (trainable.projector or trainable.llm != "frozen" or trainable.vision != "frozen"):
         raise ConfigError(f"{where}: nothing trains (projector false, llm and vision frozen)")
+    if config.feature_cache and trainable.vision != "frozen":
+        raise ConfigError(f"{where}: a feature cache needs a frozen vision tower (trainable.vision: frozen)")
     if "output_dir" not in config.training:
         raise ConfigError(f"{where}: training.output_dir is required")
     return config

@@ -21,6 +21,8 @@ from ..data import VideoChatDataset, load_samples
 from ..models.checkpoint import merge_checkpoint
 from ..video import make_sampler
 from .config import TrainConfig, load_train_config
+from .distributed import barrier, gathered
+from .feature_cache import FeatureCache, extract_features, tower_fingerprint
 from .prepare import expected_trainable, parameter_report, prepare_model
 from .trainer import MetricsProgressCallback, TrainabilityCheck, VideoTrainer
 
@@ -47,21 +49,38 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     return TrainingArguments(**{**TRAINING_DEFAULTS, **config.training})
 
 
-def build_datasets(config: TrainConfig, processor):
+def build_datasets(config: TrainConfig, processor, model, args):
+    """Training (and evaluation) datasets; with a feature cache, the vision features are extracted first."""
     data = config.data
-    train = VideoChatDataset(
-        load_samples(data.train, data.format), processor, data.video_root,
-        make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=True), strict=data.strict,
-        decode_timeout=data.decode_timeout,
-    )
-    evaluation = None
-    if data.eval:
-        evaluation = VideoChatDataset(
-            load_samples(data.eval, data.format), processor, data.video_root,
-            make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=False), strict=data.strict,
+    datasets = []
+    for path, random_offset in ((data.train, data.random_offset), (data.eval, False)):
+        if not path:
+            datasets.append(None)
+            continue
+        sampler = make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=random_offset)
+        dataset = VideoChatDataset(
+            load_samples(path, data.format), processor, data.video_root, sampler, strict=data.strict,
             decode_timeout=data.decode_timeout,
         )
-    return train, evaluation
+        if config.feature_cache:
+            dataset.feature_cache = fill_feature_cache(config, dataset, model, args)
+        datasets.append(dataset)
+    return datasets
+
+
+def fill_feature_cache(config: TrainConfig, dataset: VideoChatDataset, model, args) -> FeatureCache:
+    """Extract the frozen tower's features of ``dataset``'s videos (each rank a share) into the cache."""
+    tower = model.vision_tower
+    with gathered(list(tower.parameters())):
+        cache = FeatureCache(config.feature_cache, tower_fingerprint(model), dataset.sampler)
+        device = tower.model.device
+        tower.to(args.device)
+        stats = extract_features(model, dataset, cache, args.process_index, args.world_size, config.data.decode_timeout)
+        tower.to(device)
+    barrier()
+    if args.process_index == 0:
+        print(f"feature cache {cache.directory}: {stats}", flush=True)
+    return cache
 
 
 def make_trainer(config: TrainConfig) -> VideoTrainer:
@@ -75,7 +94,7 @@ def make_trainer(config: TrainConfig) -> VideoTrainer:
     model, processor, base = prepare_model(config, args)
     if args.process_index == 0:
         print(parameter_report(model, config), flush=True)
-    train_set, eval_set = build_datasets(config, processor)
+    train_set, eval_set = build_datasets(config, processor, model, args)
     trainer = VideoTrainer(
         model=model,
         args=args,

@@ -12,6 +12,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..errors import VllmI2VError
 from ..models.checkpoint import load_trainable, save_trainable
+from .distributed import gathered
 
 
 class TrainabilityError(VllmI2VError):
@@ -69,7 +70,7 @@ class TrainabilityCheck(TrainerCallback):
     def _snapshot(self) -> dict[str, torch.Tensor]:
         params = dict(self.model.named_parameters())
         names = sorted(self.expected) + self.frozen_names
-        with _gathered([params[n] for n in names]):
+        with gathered([params[n] for n in names]):
             return {n: params[n].detach().float().cpu().clone() for n in names}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -102,25 +103,6 @@ class TrainabilityCheck(TrainerCallback):
             if moved_frozen:
                 problems.append(f"frozen tensors changed (e.g. {', '.join(moved_frozen[:3])})")
             raise TrainabilityError("trainability check failed: " + "; ".join(problems))
-
-
-class _gathered:
-    """Gather ZeRO-3 partitioned parameters for reading (a no-op without ZeRO-3)."""
-
-    def __init__(self, params):
-        self.params = [p for p in params if hasattr(p, "ds_id")]
-        self.context = None
-
-    def __enter__(self):
-        if self.params:
-            import deepspeed
-
-            self.context = deepspeed.zero.GatheredParameters(self.params, modifier_rank=None)
-            self.context.__enter__()
-
-    def __exit__(self, *exc):
-        if self.context is not None:
-            self.context.__exit__(*exc)
 
 
 class MetricsProgressCallback(ProgressCallback):
