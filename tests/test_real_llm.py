@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib.util import find_spec
 
 import pytest
@@ -28,6 +29,8 @@ def smollm2_video_llm(parts, tmp_path_factory):
 def test_gguf_llm_converts_and_answers_through_the_video_path(smollm2_video_llm):
     model = VideoLLM.from_pretrained(smollm2_video_llm)
     processor = VideoLLMProcessor.from_pretrained(smollm2_video_llm)
+    assert not getattr(model, "is_quantized", False)  # a plain float checkpoint: it saves and trains
+    assert "quantization_config" not in json.loads((smollm2_video_llm / "config.json").read_text())["text_config"]
     assert "<|im_start|>" in processor.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     answer = processor.tokenizer.decode(model.generate(**processor([question]), max_new_tokens=12, do_sample=False)[0])

@@ -51,7 +51,7 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     )
     check_loading_info(source, "LLM", info, kinds=("missing_keys", "mismatched_keys"))
     quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and "gguf" in kwargs:  # dequantized already; drop the marker so it saves and trains
+    if quantizer is not None and "gguf_file" in kwargs:  # dequantized already; drop the marker so it saves and trains
         quantizer.remove_quantization_config(model)
     return model, tokenizer
 

@@ -6,7 +6,6 @@ Trainer and its DeepSpeed integration do the distribution.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from .feature_cache import FeatureCache, extract_features, tower_fingerprint
 from .prepare import expected_trainable, parameter_report, prepare_model
 from .trainer import MetricsProgressCallback, TrainabilityCheck, VideoTrainer
 
-logger = logging.getLogger(__name__)
 
 TRAINING_DEFAULTS = {
     "remove_unused_columns": False,  # the model takes pixel_values and frame_counts
