@@ -57,6 +57,7 @@ class VideoLLM(PreTrainedModel):
             llm_dim=config.text_config.hidden_size,
         )
         self.vision_batch_size = 64  # frames per vision-tower call: bounds activation memory on long videos
+        self.reads_cached_features = False  # set while training from a feature cache (the tower does not run)
         self.post_init()
 
     def _init_weights(self, module):
@@ -114,12 +115,34 @@ class VideoLLM(PreTrainedModel):
         return embeds.masked_scatter(mask.unsqueeze(-1), visual)
 
     def embed(self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None, vision_features=None) -> torch.Tensor:
-        """Encode the frames (or project precomputed ``vision_features``) and merge the visual tokens in."""
+        """Encode the frames (or project precomputed ``vision_features``) and merge the visual tokens in.
+
+        In distributed training, a batch without visual input still runs the visual path once on a blank
+        frame, weighted by zero: under DeepSpeed ZeRO-3 every rank must gather the same parameters in the same
+        order, or a text-only batch on one rank hangs the others.
+        """
+        blank = None
         if vision_features is not None:
             visual = self.project(vision_features, frame_counts)
+        elif pixel_values is not None:
+            visual = self.encode_visual(pixel_values, frame_counts)
         else:
-            visual = [] if pixel_values is None else self.encode_visual(pixel_values, frame_counts)
-        return self.merge(input_ids, visual)
+            visual = []
+            if self.training and torch.distributed.is_available() and torch.distributed.is_initialized():
+                blank = self._blank_visual_tokens()  # before the embeddings, in the same order as a real batch
+        embeds = self.merge(input_ids, visual)
+        return embeds if blank is None else embeds + 0.0 * blank.sum().to(embeds.dtype)
+
+    def _blank_visual_tokens(self) -> torch.Tensor:
+        """Visual tokens of one blank frame, through the tower unless training reads cached features."""
+        weight = next(self.projector.parameters())
+        if self.reads_cached_features:
+            layout = self.config.feature_layout
+            features = torch.zeros(1, layout.tokens_per_frame, self.vision_tower.hidden_size, device=weight.device)
+        else:
+            height, width = PreprocessSpec.from_dict(self.config.vision_preprocess).output_size()
+            features = self.vision_features(torch.zeros(1, 3, height, width, device=weight.device))
+        return self.project(features, [1])[0]
 
     def forward(
         self,

@@ -62,6 +62,7 @@ def build_datasets(config: TrainConfig, processor, model, args):
         )
         if config.feature_cache:
             dataset.feature_cache = fill_feature_cache(config, dataset, model, args)
+            model.reads_cached_features = True
         datasets.append(dataset)
     return datasets
 
