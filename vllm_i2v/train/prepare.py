@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from ..models import VideoLLMProcessor, build_video_llm
 from ..models.checkpoint import load_model
 from ..models.lora import add_lora
 from ..models.spec import load_build_spec
 from .config import TrainConfig
-
-logger = logging.getLogger(__name__)
 
 
 def base_checkpoint(config: TrainConfig) -> Path:
@@ -21,10 +19,11 @@ def base_checkpoint(config: TrainConfig) -> Path:
     if config.model:
         return Path(config.model)
     base = Path(config.training["output_dir"]) / "base"
-    if not (base / "config.json").is_file():
+    if not base.is_dir():
         model, processor = build_video_llm(load_build_spec(config.build))
-        model.save_pretrained(base)
-        processor.save_pretrained(base)
+        with atomic_path(base) as tmp:  # the folder appears complete or not at all
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
     return base
 
 
