@@ -2,7 +2,9 @@
 
 Builds tiny models from configs (as the tests do) for every projector, runs them on CPU and GPU, and then
 times the demo-sized path (CLIP ViT-B/16-shaped tower, SmolLM2-135M-shaped LLM, random weights) in bf16.
-Needs no video decoder and no network. Usage: python scripts/check_cuda.py   (exits 1 on a failed check)
+With --train it also runs `vllm-i2v train` on the GPU in bf16 (projector + LLM LoRA, without and with the
+feature cache; needs PyAV to write and read the clips) and checks that the loss falls.
+Needs no network. Usage: python scripts/check_cuda.py [--train]   (exits 1 on a failed check)
 """
 
 from __future__ import annotations
@@ -93,6 +95,54 @@ def time_demo_size() -> None:
     print(f"  peak memory    {torch.cuda.max_memory_allocated() / 2**20:8.0f} MiB")
 
 
+def check_training(root: Path) -> bool:
+    """bf16 LoRA training on the GPU, plain and from the feature cache: the loss must fall in both."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from vllm_i2v.train.run import run_training
+    from vllm_i2v.video.writer import write_video
+
+    model_dir = root / "model"
+    vision, llm = save_tiny_clip(root / "clip"), save_tiny_llm(root / "llm")
+    model, processor = build_video_llm({"vision": str(vision), "llm": str(llm)})
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    (root / "videos").mkdir()
+    colors = {"red": (230, 30, 30), "blue": (40, 80, 230), "green": (30, 200, 30), "yellow": (240, 220, 30)}
+    rows = []
+    for i in range(16):
+        name = list(colors)[i % 4]
+        write_video(root / "videos" / f"{i}.mp4", np.broadcast_to(np.array(colors[name], np.uint8), (8, 32, 32, 3)), fps=4)
+        rows.append({"id": str(i), "video": f"{i}.mp4", "conversations": [
+            {"from": "human", "value": "<video>\nWhat color is the clip?"}, {"from": "gpt", "value": f"It is {name}."}]})
+    (root / "train.json").write_text(json.dumps(rows))
+    ok = True
+    for cached in (False, True):
+        out = root / f"out-{'cache' if cached else 'plain'}"
+        config = {
+            "model": str(model_dir),
+            "data": {"train": str(root / "train.json"), "video_root": str(root / "videos"), "num_frames": 4, "sampler": "uniform"},
+            "trainable": {"projector": True, "llm": "lora"},
+            "training": {"output_dir": str(out), "max_steps": 30, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+                         "lr_scheduler_type": "constant", "logging_steps": 1, "save_steps": 30, "bf16": True,
+                         "dataloader_num_workers": 2},
+        }
+        if cached:
+            config["feature_cache"] = str(root / "cache")
+        (root / "train.yaml").write_text(yaml.safe_dump(config))
+        run_training(root / "train.yaml")
+        history = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
+        losses = [h["loss"] for h in history if "loss" in h]
+        passed = np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+        ok &= bool(passed)
+        print(f"train on cuda, bf16, {'feature cache' if cached else 'decoding'}: loss {np.mean(losses[:5]):.3f} -> "
+              f"{np.mean(losses[-5:]):.3f}  {'ok' if passed else 'FAIL'}", flush=True)
+    return ok
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device")
@@ -101,6 +151,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ok = check_tiny(Path(tmp))
     time_demo_size()
+    if "--train" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            ok &= check_training(Path(tmp))
     return 0 if ok else 1
 
 

@@ -107,7 +107,7 @@ def _data_convert(args) -> None:
 def _train(args) -> None:
     from .train.run import run_training
 
-    run_training(args.config, args.overrides)
+    run_training(args.config, args.overrides + (["data.strict=true"] if args.strict else []))
 
 
 def _merge(args) -> None:
@@ -176,6 +176,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("config", help="training config YAML")
     train.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (training.learning_rate=1e-4)")
+    train.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     train.set_defaults(run=_train)
 
     merge = sub.add_parser(

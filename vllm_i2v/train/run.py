@@ -33,7 +33,12 @@ TRAINING_DEFAULTS = {
     "save_strategy": "steps",
     "save_steps": 500,
     "save_total_limit": 2,
-    "activation_checkpointing_kwargs": {"use_reentrant": False},
+    # renamed in transformers 5.2x; the older name still works there, with a deprecation warning
+    (
+        "activation_checkpointing_kwargs"
+        if "activation_checkpointing_kwargs" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing_kwargs"
+    ): {"use_reentrant": False},
     "disable_tqdm": False,  # else transformers' log level decides, and ours is "error"
     "dataloader_pin_memory": torch.cuda.is_available(),
     "use_cpu": not torch.cuda.is_available(),  # CPU ranks under the deepspeed launcher need it to see each other

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import torch
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -95,7 +96,7 @@ class TrainabilityCheck(TrainerCallback):
             f"tensors updated, {len(moved_frozen)}/{len(self.frozen_names)} sampled frozen tensors moved"
         )
         if args.process_index == 0:
-            print(self.report, flush=True)
+            tqdm.write(self.report)  # on its own line, above the progress bar
         if still or moved_frozen:
             problems = []
             if still:
