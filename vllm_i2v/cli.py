@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .data.formats import FORMATS
 from .errors import VllmI2VError
 
 SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
@@ -126,6 +127,16 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
 
 
+def _command(subparsers, name: str, run, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` says what it does and shows an example."""
+    parser = subparsers.add_parser(
+        name, help=summary, description=description, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vllm-i2v",
@@ -135,94 +146,76 @@ def make_parser() -> argparse.ArgumentParser:
         "  vllm-i2v encode --model outputs/demo",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    formats = ["auto", *FORMATS]
 
-    build = sub.add_parser(
-        "build",
-        help="assemble a VideoLLM checkpoint from a vision tower and a chat LLM",
-        description="Assemble a VideoLLM checkpoint (safetensors) from an image-pretrained vision tower, a "
-        "temporal projector (new weights) and a chat LLM, as named in a build spec.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v build configs/model/clip-l336-qwen2.5-0.5b-stpool.yaml outputs/my-model "
-        "projector.type=adapool",
+    build = _command(
+        sub, "build", _build, "assemble a VideoLLM checkpoint from a vision tower and a chat LLM",
+        "Assemble a VideoLLM checkpoint (safetensors) from an image-pretrained vision tower, a temporal projector "
+        "(new weights) and a chat LLM, as named in a build spec.",
+        "vllm-i2v build configs/model/clip-l336-qwen2.5-0.5b-stpool.yaml outputs/my-model projector.type=adapool",
     )
     build.add_argument("spec", help="build spec YAML (see configs/model/)")
     build.add_argument("out", help="output checkpoint directory")
     build.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys for nesting (projector.type=mlp)")
-    build.set_defaults(run=_build)
 
-    encode = sub.add_parser(
-        "encode",
-        help="run a video through the whole model path and print shapes and stage times",
-        description="Decode a video, preprocess its frames, run the vision tower and projector, merge the visual "
-        "tokens into the prompt and run the LLM over it; print every shape and the time of each stage.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v encode clip.mp4 --model outputs/demo --frames 16 --sampler uniform",
+    encode = _command(
+        sub, "encode", _encode, "run a video through the whole model path and print shapes and stage times",
+        "Decode a video, preprocess its frames, run the vision tower and projector, merge the visual tokens into "
+        "the prompt and run the LLM over it; print every shape and the time of each stage.",
+        "vllm-i2v encode clip.mp4 --model outputs/demo --frames 16 --sampler uniform",
     )
     encode.add_argument("video", nargs="?", default=str(SAMPLE_VIDEO), help="video, GIF, image or frame folder "
                         "(default: the bundled sample clip)")
     encode.add_argument("--model", required=True, help="VideoLLM checkpoint directory (from `vllm-i2v build`)")
     encode.add_argument("--question", default="What happens in this video?", help="text around the <video> placeholder")
     _add_sampling_args(encode)
-    encode.set_defaults(run=_encode)
 
-    train = sub.add_parser(
-        "train",
-        help="fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",
-        description="Train a VideoLLM as a training config (configs/train/*.yaml) says: which model, which data, "
-        "what trains (projector, LLM LoRA or full, vision LoRA or full), QLoRA, TrainingArguments. Resumes from "
-        "the last checkpoint in the output directory. Several GPUs or nodes: scripts/train.sh (the deepspeed launcher).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v train configs/train/instruct.yaml data.train=my.json training.output_dir=outputs/run1",
+    train = _command(
+        sub, "train", _train, "fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",
+        "Train a VideoLLM as a training config (configs/train/*.yaml) says: which model, which data, what trains "
+        "(projector, LLM LoRA or full, vision LoRA or full), QLoRA, TrainingArguments. Resumes from the last "
+        "checkpoint in the output directory. Several GPUs or nodes: scripts/train.sh (the deepspeed launcher).",
+        "vllm-i2v train configs/train/instruct_lora.yaml data.train=my.json training.output_dir=outputs/run1",
     )
     train.add_argument("config", help="training config YAML")
     train.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (training.learning_rate=1e-4)")
     train.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
-    train.set_defaults(run=_train)
 
-    merge = sub.add_parser(
-        "merge",
-        help="fold LoRA into the base weights and write a standalone checkpoint",
-        description="Load a trained checkpoint (trainable-only or full), merge its LoRA adapters into the LLM and "
-        "vision tower, and save a standalone checkpoint. --lora-scale scales the LLM's LoRA (PLLaVA's post-hoc scaling).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v merge outputs/run1/final outputs/run1-merged --lora-scale 1.0",
+    merge = _command(
+        sub, "merge", _merge, "fold LoRA into the base weights and write a standalone checkpoint",
+        "Load a trained checkpoint (trainable-only or full), merge its LoRA adapters into the LLM and vision tower, "
+        "and save a standalone checkpoint. --lora-scale scales the LLM's LoRA (PLLaVA's post-hoc scaling).",
+        "vllm-i2v merge outputs/run1/final outputs/run1-merged --lora-scale 1.0",
     )
     merge.add_argument("src", help="trained checkpoint directory")
     merge.add_argument("dst", help="output directory")
     merge.add_argument("--lora-scale", type=float, default=1.0, help="multiply the LLM LoRA update by this")
-    merge.set_defaults(run=_merge)
 
     data = sub.add_parser("data", help="check or convert video-text datasets", description="Check or convert "
                           "video-text datasets in the LLaVA, Video-ChatGPT (vcg) and VideoChat2 JSON/JSONL layouts.")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser(
-        "check",
-        help="list every row that training would skip, with its line or index",
-        description="Report bad rows (malformed, missing or escaping video, wrong placeholder count, empty or "
-        "misordered turns, too long for the model's context). Exits 1 if any row has a problem.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v data check train.json --video-root videos/ --model outputs/demo --frames 8",
+    check = _command(
+        data_sub, "check", _data_check, "list every row that training would skip, with its line or index",
+        "Report bad rows (malformed, missing or escaping video, wrong placeholder count, empty or misordered turns, "
+        "too long for the model's context). Exits 1 if any row has a problem.",
+        "vllm-i2v data check train.json --video-root videos/ --model outputs/demo --frames 8",
     )
     check.add_argument("file", help="dataset JSON or JSONL")
     check.add_argument("--video-root", default=None, help="folder every video path is relative to (and must stay in)")
-    check.add_argument("--format", default="auto", choices=["auto", "llava", "vcg", "videochat2"])
+    check.add_argument("--format", default="auto", choices=formats)
     check.add_argument("--model", default=None, help="checkpoint whose context length and visual tokens to check against")
     check.add_argument("--frames", type=int, default=8, help="frames per video for the length check")
-    check.set_defaults(run=_data_check)
-    convert = data_sub.add_parser(
-        "convert",
-        help="convert a dataset between layouts (losslessly, or an error naming the row)",
-        description="Convert between the llava, vcg and videochat2 layouts. Fields a layout does not know are "
-        "kept; a row the target layout cannot hold (several turns for vcg, a system prompt for vcg) is an error.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  vllm-i2v data convert VideoInstruct_100K.json train_llava.jsonl --to llava",
+    convert = _command(
+        data_sub, "convert", _data_convert, "convert a dataset between layouts (losslessly, or an error naming the row)",
+        "Convert between the llava, vcg and videochat2 layouts. Fields a layout does not know are kept; a row the "
+        "target layout cannot hold (several turns for vcg, a system prompt for vcg) is an error.",
+        "vllm-i2v data convert VideoInstruct_100K.json train_llava.jsonl --to llava",
     )
     convert.add_argument("src")
     convert.add_argument("dst", help="output file (.jsonl for JSON lines, else a JSON list)")
-    convert.add_argument("--to", required=True, choices=["llava", "vcg", "videochat2"])
-    convert.add_argument("--format", default="auto", choices=["auto", "llava", "vcg", "videochat2"], help="input layout")
+    convert.add_argument("--to", required=True, choices=list(FORMATS))
+    convert.add_argument("--format", default="auto", choices=formats, help="input layout")
     convert.add_argument("--split-turns", action="store_true", help="vcg: write one row per turn of a multi-turn row")
-    convert.set_defaults(run=_data_convert)
     return parser
 
 

@@ -44,9 +44,9 @@ def check_length(sample: Sample, processor, num_frames: int) -> str | None:
     context = processor.config.context_length
     if not context:
         return None
-    text_tokens = len(processor.tokenize(sample.messages, add_generation_prompt=False)[0])
-    visual = processor.config.num_visual_tokens(num_frames if sample.video is not None else 1) - 1 if sample.visual else 0
-    total = text_tokens + visual
+    total = len(processor.tokenize(sample.messages, add_generation_prompt=False)[0])
+    if sample.visual is not None:  # the placeholder token becomes the visual tokens
+        total += processor.config.num_visual_tokens(num_frames if sample.video is not None else 1) - 1
     if total > context:
         return f"{total} tokens with {num_frames} frames of visual tokens, over the LLM's context of {context}"
     return None
