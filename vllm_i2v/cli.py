@@ -118,6 +118,13 @@ def _merge(args) -> None:
     print(f"merged {merged['llm']} LLM and {merged['vision']} vision LoRA layers (LLM scale {args.lora_scale}) -> {args.dst}")
 
 
+def _data_shapes(args) -> None:
+    from .data.shapes import write_split
+
+    counts = write_split(args.out, args.split, args.count, args.seed, video=not args.images)
+    print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
@@ -216,6 +223,18 @@ def make_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=list(FORMATS))
     convert.add_argument("--format", default="auto", choices=formats, help="input layout")
     convert.add_argument("--split-turns", action="store_true", help="vcg: write one row per turn of a multi-turn row")
+    shapes = _command(
+        data_sub, "shapes", _data_shapes, "write a split of the synthetic shapes world (clips or stills, with QA)",
+        "Write shapes-world clips (mp4) or stills (png) with captions and QA (attribute, counting, motion, temporal "
+        "order, caption), deterministic from the seed. Splits: train, test, heldout-combos (unseen colour-shape "
+        "pairs), long (clips longer than any training clip).",
+        "vllm-i2v data shapes data/shapes --split train --count 2000 --seed 0",
+    )
+    shapes.add_argument("out", help="output folder")
+    shapes.add_argument("--split", default="train", choices=["train", "test", "heldout-combos", "long"])
+    shapes.add_argument("--count", type=int, default=100, help="scenes to write")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--images", action="store_true", help="stills with captions (the image world) instead of clips")
     return parser
 
 

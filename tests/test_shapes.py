@@ -1,0 +1,102 @@
+"""The shapes world: determinism, the spec's constraints measured on rendered frames, QA truth, splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vllm_i2v.cli import main
+from vllm_i2v.data import load_samples
+from vllm_i2v.data.shapes import COLORS, FPS, HELD_OUT_COMBOS, LONG_DURATIONS, TRAIN_DURATIONS, scene_for
+from vllm_i2v.video import UniformSampler, read_video
+
+
+def color_mask(frame: np.ndarray, rgb) -> np.ndarray:
+    return (np.abs(frame.astype(int) - np.array(rgb)).max(axis=-1) <= 16)
+
+
+def test_same_seed_same_world():
+    a, b = scene_for(7, 3), scene_for(7, 3)
+    np.testing.assert_array_equal(np.stack(list(a.frames())), np.stack(list(b.frames())))
+    assert a.questions == b.questions
+    assert scene_for(8, 3).questions != a.questions or scene_for(8, 3).caption() != a.caption()
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_scenes_meet_the_spec(index):
+    scene = scene_for(0, index, "train")
+    assert TRAIN_DURATIONS[0] <= scene.duration <= TRAIN_DURATIONS[1] and scene.fps == FPS
+    assert 1 <= len(scene.objects) <= 3 and 0 <= scene.background <= 64
+    assert len({o.shape for o in scene.objects}) == len({o.color for o in scene.objects}) == len(scene.objects)
+    frames = np.stack(list(scene.frames()))
+    for obj in scene.objects:
+        assert 0.2 * 224 <= obj.size <= 0.3 * 224 + 1
+        assert np.abs(np.array(obj.rgb) - np.array(COLORS[obj.color])).max() <= 12
+        positions = []
+        for t, frame in enumerate(frames):
+            mask = color_mask(frame, obj.rgb)
+            visible = t / FPS >= obj.enter
+            assert mask.any() == visible, (obj.name, t)
+            if visible:
+                ys, xs = np.nonzero(mask)
+                positions.append((xs.mean(), ys.mean()))
+        shift = np.array(positions[-1]) - np.array(positions[0])  # centroids: another object may occlude a little
+        axis = int(np.argmax(np.abs(shift)))
+        if obj.direction:  # straight, over at least 40% of the canvas, the right way
+            assert abs(shift[axis]) >= 0.4 * 224 - 0.1 * obj.size, (obj.name, shift)
+            assert {(0, 1): "right", (0, -1): "left", (1, 1): "down", (1, -1): "up"}[(axis, int(np.sign(shift[axis])))] == obj.direction
+        else:
+            assert np.abs(shift).max() < 0.1 * obj.size, (obj.name, shift)
+
+
+def test_questions_are_true_of_the_scene():
+    seen = set()
+    for index in range(40):
+        scene = scene_for(1, index, "test")
+        by_name = {o.name: o for o in scene.objects}
+        for qa in scene.questions:
+            seen.add(qa["type"])
+            question, answer = qa["question"], qa["answer"]
+            if question == "How many objects are there?":
+                assert answer == str(len(scene.objects))
+            elif question.startswith("Which direction does the"):
+                assert by_name[question[len("Which direction does the ") : -len(" move?")]].direction == answer
+            elif question.startswith("Is the"):
+                obj = by_name[question[len("Is the ") : -len(" moving or still?")]]
+                assert answer == ("moving" if obj.direction else "still")
+            elif question == "Which object appears first?":
+                first = min(scene.objects, key=lambda o: o.enter)
+                assert answer == f"the {first.name}"
+                assert sorted(o.enter for o in scene.objects)[1] - first.enter >= 0.5
+            elif question.startswith("What color is the"):
+                assert any(o.color == answer and question.endswith(f"the {o.shape}?") for o in scene.objects)
+            elif question.startswith("What shape is the"):
+                assert any(o.shape == answer and f"the {o.color} object" in question for o in scene.objects)
+    assert seen == {"attribute", "counting", "motion", "temporal", "caption"}
+
+
+def test_held_out_splits():
+    for index in range(60):
+        combos = {(o.color, o.shape) for o in scene_for(0, index, "train").objects}
+        assert not combos & HELD_OUT_COMBOS
+    for index in range(20):
+        assert {(o.color, o.shape) for o in scene_for(0, index, "heldout-combos").objects} & HELD_OUT_COMBOS
+        assert scene_for(0, index, "long").duration >= LONG_DURATIONS[0] > TRAIN_DURATIONS[1]
+
+
+def test_written_split_reads_back_through_the_video_path(tmp_path, capsys):
+    assert main(["data", "shapes", str(tmp_path), "--split", "test", "--count", "3", "--seed", "5"]) == 0
+    assert main(["data", "shapes", str(tmp_path), "--images", "--count", "2"]) == 0
+    samples = load_samples(tmp_path / "test.json")
+    assert len(samples) == 3 and samples[0].messages[0]["content"].startswith("<video>\n")
+    assert main(["data", "check", str(tmp_path / "test.json"), "--video-root", str(tmp_path / "videos")]) == 0
+    assert main(["data", "check", str(tmp_path / "images.json"), "--video-root", str(tmp_path / "images")]) == 0
+    rows = json.loads((tmp_path / "test_qa.json").read_text())
+    assert {r["type"] for r in rows} >= {"attribute", "counting", "motion", "caption"}
+    scene = scene_for(5, 0, "test")
+    clip = read_video(tmp_path / "videos" / "test_00000.mp4", UniformSampler(scene.num_frames))
+    assert clip.num_source_frames == scene.num_frames and clip.fps == pytest.approx(FPS)
+    rendered = np.stack(list(scene.frames()))
+    assert np.abs(clip.frames.astype(int) - rendered).mean() < 3  # H.264 at crf 18: close to the rendering
