@@ -125,6 +125,12 @@ def _data_shapes(args) -> None:
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")
 
 
+def _chat(args) -> int:
+    from .chat.cli import run_chat
+
+    return run_chat(args)
+
+
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
@@ -176,6 +182,24 @@ def make_parser() -> argparse.ArgumentParser:
     encode.add_argument("--model", required=True, help="VideoLLM checkpoint directory (from `vllm-i2v build`)")
     encode.add_argument("--question", default="What happens in this video?", help="text around the <video> placeholder")
     _add_sampling_args(encode)
+
+    chat = _command(
+        sub, "chat", _chat, "chat about a video (interactive, or --question for scripts)",
+        "Multi-turn chat over a video with streamed answers. The video is decoded and encoded once; later turns "
+        "reuse the conversation's KV cache. Interactive commands: /video PATH, /reset, /frames N, /save FILE, /help, "
+        "/quit. With --question (repeatable) it answers in order and exits.",
+        "vllm-i2v chat --model outputs/demo --video clip.mp4 --question 'What moves?' --question 'Which way?'",
+    )
+    chat.add_argument("--video", default=None, help="video, GIF, image or frame folder to talk about")
+    chat.add_argument("--model", default=None, help="VideoLLM checkpoint (full or trainable-only)")
+    chat.add_argument("--vision", default=None, help="training-free use: a vision tower checkpoint (with --llm)")
+    chat.add_argument("--llm", default=None, help="training-free use: a chat LLM (dir, hub id or .gguf)")
+    chat.add_argument("--projector", default="adapool", help="training-free use: the projector (new weights)")
+    chat.add_argument("--question", action="append", default=None, help="ask this and print the answer (repeatable)")
+    chat.add_argument("--json", action="store_true", help="with --question: print the turns as JSON")
+    chat.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--verbose", action="store_true", help="print decode / encode / prefill / generate times and tokens/s")
 
     train = _command(
         sub, "train", _train, "fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",

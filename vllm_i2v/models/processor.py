@@ -152,13 +152,21 @@ class VideoLLMProcessor:
         ``features`` replaces ``visuals`` with vision-tower features ``(T, N, D)`` computed earlier (a feature
         cache); the row then carries ``vision_features`` instead of ``pixel_values``.
         """
-        ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
         if features is not None:
-            ids, labels = self._expand(name, ids, labels, [f.shape[0] for f in features])
+            ids, labels = self.expanded_ids(messages, [f.shape[0] for f in features], add_generation_prompt, with_labels, name)
             return {"input_ids": ids, "labels": labels, "vision_features": list(features)}
         frames = [self._frames_of(x) for x in visuals]
-        ids, labels = self._expand(name, ids, labels, [f.shape[0] for f in frames])
+        ids, labels = self.expanded_ids(messages, [f.shape[0] for f in frames], add_generation_prompt, with_labels, name)
         return {"input_ids": ids, "labels": labels, "pixel_values": [self.frame_preprocessor(f) for f in frames]}
+
+    def expanded_ids(
+        self, messages: list[dict], frame_counts: list[int], add_generation_prompt: bool = True,
+        with_labels: bool = False, name: str = "conversation",
+    ) -> tuple[list[int], list[int] | None]:
+        """``(ids, labels)`` of a conversation whose visual inputs have ``frame_counts`` frames, placeholders
+        expanded to their visual-token slots."""
+        ids, labels = self.tokenize(messages, add_generation_prompt, with_labels)
+        return self._expand(name, ids, labels, frame_counts)
 
     def collate(self, rows: list[dict]) -> dict:
         """Left-pad encoded rows into a batch; all their frames go into one ``pixel_values`` tensor."""

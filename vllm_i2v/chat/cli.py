@@ -1,0 +1,142 @@
+"""``vllm-i2v chat``: interactive (streamed, line editing, history, slash commands) or scripted (--question)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import CheckpointError, ConfigError, VllmI2VError
+from .session import ChatSession
+
+HELP = """commands:
+  /video PATH   talk about another video (starts a new conversation)
+  /reset        forget the conversation, keep the video
+  /frames N     sample N frames (re-encodes the video)
+  /save FILE    write the transcript as JSON
+  /help         this list
+  /quit         leave (so does end of input, Ctrl-D)
+Ctrl-C stops an answer mid-way."""
+
+
+def load_chat_model(args):
+    """``(model, processor)`` from --model, or built from --vision/--llm/--projector (training-free)."""
+    from ..models import VideoLLMProcessor, build_video_llm
+    from ..models.checkpoint import TRAINABLE_WEIGHTS, load_model
+
+    if args.vision or args.llm:
+        if not (args.vision and args.llm):
+            raise ConfigError("building from parts needs both --vision and --llm")
+        return build_video_llm({"vision": args.vision, "llm": args.llm, "projector": {"type": args.projector}})
+    if not args.model:
+        raise ConfigError("no bundled model yet: pass --model DIR (a checkpoint from `vllm-i2v build` or `train`)")
+    path = Path(args.model)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no config.json)")
+    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json", TRAINABLE_WEIGHTS)):
+        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no model.safetensors or {TRAINABLE_WEIGHTS})")
+    return load_model(path), VideoLLMProcessor.from_pretrained(path)
+
+
+def run_chat(args) -> int:
+    model, processor = load_chat_model(args)
+    session = ChatSession(model, processor, num_frames=args.frames or model.config.num_frames,
+                          max_new_tokens=args.max_new_tokens)  # fmt: skip
+    if args.video:
+        session.set_video(args.video)
+    if args.question:
+        return _scripted(session, args)
+    return _interactive(session, args)
+
+
+def _scripted(session: ChatSession, args) -> int:
+    results = []
+    for question in args.question:
+        answer, times = session.ask(question)
+        results.append({"question": question, "answer": answer, "seconds": round(times.generate, 3)})
+        if not args.json:
+            print(answer, flush=True)
+            if args.verbose:
+                print(f"  [{times.describe()}]", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"video": session.video, "turns": results}, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _interactive(session: ChatSession, args) -> int:
+    _enable_line_editing()
+    print(f"video: {session.video or '(none: /video PATH)'} · {session.num_frames} frames · /help for commands")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            continue
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if _command(session, line) == "quit":
+                    return 0
+                continue
+            _answer(session, line, args.verbose)
+        except VllmI2VError as exc:
+            print(f"error: {exc}")
+
+
+def _answer(session: ChatSession, question: str, verbose: bool) -> None:
+    print("model> ", end="", flush=True)
+    previous = signal.signal(signal.SIGINT, lambda *_: session.cancel.set())  # Ctrl-C: stop this answer only
+    try:
+        _, times = session.ask(question, on_text=lambda piece: print(piece, end="", flush=True))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(" [stopped]" if session.cancel.is_set() else "")
+    if verbose:
+        print(f"  [{times.describe()}]")
+
+
+def _command(session: ChatSession, line: str) -> str | None:
+    name, _, rest = line.partition(" ")
+    rest = rest.strip()
+    if name in ("/quit", "/exit"):
+        return "quit"
+    if name == "/help":
+        print(HELP)
+    elif name == "/video" and rest:
+        session.set_video(rest)
+        print(f"video: {rest} ({session.frame_count} frames)")
+    elif name == "/reset":
+        session.reset()
+        print("conversation reset")
+    elif name == "/frames" and rest.isdigit() and int(rest) > 0:
+        session.set_frames(int(rest))
+        print(f"{session.num_frames} frames")
+    elif name == "/save" and rest:
+        print(f"saved {session.save(rest)}")
+    else:
+        print(f"error: unknown or incomplete command {line!r} (/help lists them)")
+    return None
+
+
+def _enable_line_editing() -> None:
+    """Line editing and a persistent history through readline, where the platform has it."""
+    try:
+        import atexit
+        import readline
+    except ImportError:
+        return
+    state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "vllm_i2v"
+    history = state / "chat_history"
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        if history.exists():
+            readline.read_history_file(history)
+        atexit.register(readline.write_history_file, history)
+    except OSError:
+        pass
