@@ -161,7 +161,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", video: bool = T
     pool = _combos("train")
     if split == "heldout-combos":  # the first object carries the unseen pair
         pool = _combos("heldout-combos")
-    for n in range(count):
+    for _ in range(count):
         taken_colors = {o.color for o in objects}
         taken_shapes = {o.shape for o in objects}
         choices = [(c, s) for c, s in pool if c not in taken_colors and s not in taken_shapes]
