@@ -260,3 +260,11 @@ def test_feature_cache(tmp_path, saved_model, dataset, capsys):
 def test_feature_cache_refuses_random_frames(tmp_path, saved_model, dataset):
     with pytest.raises(ConfigError, match="feature cache needs the same frames every epoch"):
         make_trainer(load_train_config(write_config(tmp_path, saved_model, dataset, feature_cache=str(tmp_path / "c"))))
+
+
+def test_full_vision_training_unfreezes_only_what_the_features_use(tmp_path, saved_model, dataset, capsys):
+    path = write_config(tmp_path, saved_model, dataset, trainable={"projector": True, "vision": "full"}, training__max_steps=2)
+    final = run_training(path)  # the trainability check raises if a trainable tensor got no update
+    weights = json.loads((final / "trainable.json").read_text())["weights"]
+    assert any(w.startswith("vision_tower.model.encoder.layers.1.") for w in weights)
+    assert not any("encoder.layers.2." in w or "post_layernorm" in w for w in weights)  # past layer -2 of 3

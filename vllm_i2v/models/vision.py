@@ -109,6 +109,7 @@ class VisionTower(nn.Module):
         num_layers = self.model.config.num_hidden_layers
         if not -(num_layers + 1) <= feature_layer <= num_layers:
             raise ConfigError(f"vision_feature_layer {feature_layer} is outside the tower's {num_layers} layers")
+        self.input_size = preprocess.output_size()
         if geometry is None:
             geometry = feature_geometry(self.model, preprocess)
         (grid_h, grid_w), self.prefix_tokens = geometry
@@ -147,6 +148,21 @@ class VisionTower(nn.Module):
         if blocks is None:
             raise ConfigError(f"cannot find the {num_layers} transformer blocks of {type(self.model).__name__} for LoRA")
         return blocks, self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k blocks
+
+    def unfreeze(self) -> None:
+        """Make trainable exactly the weights the selected features depend on.
+
+        Blocks past the feature layer, a post-layernorm or a pooling head never get gradients (and trainable
+        weights without gradients break distributed training): one backward pass on a blank frame finds them.
+        """
+        self.model.requires_grad_(True)
+        weight = next(self.model.parameters())
+        blank = torch.zeros(1, 3, *self.input_size, dtype=weight.dtype, device=weight.device)
+        with torch.enable_grad():
+            self(blank).float().sum().backward()
+        for param in self.model.parameters():
+            param.requires_grad_(param.grad is not None)
+            param.grad = None
 
     @property
     def trainable(self) -> bool:

@@ -71,7 +71,7 @@ def set_trainable(model, config: TrainConfig) -> None:
     ):
         mode = getattr(config.trainable, part)
         if mode == "full":
-            module.requires_grad_(True)
+            module.unfreeze() if part == "vision" else module.requires_grad_(True)
         elif mode == "lora" and getattr(model.config, f"{part}_lora"):  # the checkpoint has adapters: train them
             for name, param in module.named_parameters():
                 param.requires_grad_("lora_" in name)
@@ -92,12 +92,16 @@ def expected_trainable(model, config: TrainConfig) -> set[str]:
         mode = getattr(config.trainable, part)
         if mode != "frozen":
             parts.append((prefix, mode == "lora"))
-    return {
+    expected = {
         name
         for name, param in model.named_parameters()
         if param.dtype.is_floating_point
         and any(name.startswith(prefix) and (not lora_only or "lora_" in name) for prefix, lora_only in parts)
     }
+    if config.trainable.vision == "full":  # only what the selected features depend on (see VisionTower.unfreeze)
+        unused = {f"vision_tower.{n}" for n, p in model.vision_tower.named_parameters() if not p.requires_grad}
+        expected -= unused
+    return expected
 
 
 def prepare_model(config: TrainConfig, args):
