@@ -270,3 +270,10 @@ def test_full_vision_training_unfreezes_only_what_the_features_use(tmp_path, sav
     weights = json.loads((final / "trainable.json").read_text())["weights"]
     assert any(w.startswith("vision_tower.model.encoder.layers.1.") for w in weights)
     assert not any("encoder.layers.2." in w or "post_layernorm" in w for w in weights)  # past layer -2 of 3
+
+
+def test_trainability_check_waits_out_a_warmup_from_zero(tmp_path, saved_model, dataset, capsys):
+    run_training(write_config(tmp_path, saved_model, dataset, training__max_steps=4, training__warmup_steps=2,
+                              training__lr_scheduler_type="linear"))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "trainability check after step 2:" in out, out[-500:]  # step 1 ran at learning rate 0

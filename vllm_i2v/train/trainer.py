@@ -52,7 +52,8 @@ class VideoTrainer(Trainer):
 
 
 class TrainabilityCheck(TrainerCallback):
-    """After the first optimizer step: every parameter the config says trains changed, and no other did.
+    """After the first optimizer step (the first with a learning rate above 0, under a warm-up): every
+    parameter the config says trains changed, and no other did.
 
     Catches LoRA that trains nothing, a projector left frozen, a vision tower that trains by accident. A LoRA
     ``A`` matrix may stay still on the first step (its gradient is zero while ``B`` is zero), so it counts as
@@ -83,6 +84,9 @@ class TrainabilityCheck(TrainerCallback):
             return
         after = self._snapshot()
         changed = {n for n in after if not torch.equal(after[n], self.before[n])}
+        warmup = args.get_warmup_steps(state.max_steps) if state.max_steps > 0 else 0
+        if not changed & self.expected and state.global_step <= warmup:
+            return  # a warm-up that starts at learning rate 0 moves nothing yet: look again after the next step
         still = []
         for name in sorted(self.expected - changed):
             partner = name.replace("lora_A", "lora_B")
@@ -92,8 +96,8 @@ class TrainabilityCheck(TrainerCallback):
         moved_frozen = sorted(set(self.frozen_names) & changed)
         self.before = {}
         self.report = (
-            f"trainability check after step 1: {len(self.expected) - len(still)}/{len(self.expected)} trainable "
-            f"tensors updated, {len(moved_frozen)}/{len(self.frozen_names)} sampled frozen tensors moved"
+            f"trainability check after step {state.global_step}: {len(self.expected) - len(still)}/{len(self.expected)} "
+            f"trainable tensors updated, {len(moved_frozen)}/{len(self.frozen_names)} sampled frozen tensors moved"
         )
         if args.process_index == 0:
             tqdm.write(self.report)  # on its own line, above the progress bar
