@@ -100,3 +100,11 @@ def test_written_split_reads_back_through_the_video_path(tmp_path, capsys):
     assert clip.num_source_frames == scene.num_frames and clip.fps == pytest.approx(FPS)
     rendered = np.stack(list(scene.frames()))
     assert np.abs(clip.frames.astype(int) - rendered).mean() < 3  # H.264 at crf 18: close to the rendering
+
+
+def test_captions_read_as_sentences():
+    still = next(scene_for(99, i, video=False) for i in range(50) if len(scene_for(99, i, video=False).objects) == 2)
+    a, b = (f"{o.color} {o.shape}" for o in still.objects)
+    assert still.caption().lower().startswith(f"a {a} and a {b} on a ")
+    clip = next(scene_for(0, i) for i in range(50) if len(scene_for(0, i).objects) == 2)
+    assert " while a " in clip.caption() and clip.caption().endswith(".")

@@ -94,16 +94,17 @@ class Scene:
             action = f"moves {MOTION_WORDS[obj.direction]}" if obj.direction else "stays still"
             parts.append(f"a {obj.name} appears later and {action}" if obj.enter > 0 else f"a {obj.name} {action}")
         if self.duration == 0:
-            sentence = _join(parts) + f" on a {'black' if self.background < 16 else 'dark grey'} background."
+            sentence = _join(parts, "and") + f" on a {'black' if self.background < 16 else 'dark grey'} background."
         else:
-            sentence = _join(parts) + "."
+            sentence = _join(parts, "while") + "."
         return sentence[0].upper() + sentence[1:]
 
 
-def _join(parts: list[str]) -> str:
+def _join(parts: list[str], pair_word: str) -> str:
+    """``a``; ``a <pair_word> b``; ``a, b and c``."""
     if len(parts) == 1:
         return parts[0]
-    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 2 else f"{parts[0]} while {parts[1]}"
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 2 else f"{parts[0]} {pair_word} {parts[1]}"
 
 
 def _draw(frame: np.ndarray, shape: str, corner: tuple[float, float], size: int, rgb) -> None:

@@ -111,11 +111,9 @@ def prepare_model(config: TrainConfig, args):
     """
     with args.main_process_first(desc="base checkpoint"):
         base = base_checkpoint(config)
-    kwargs = {}
-    if config.quantization:
-        kwargs["quantization_config"] = quantization_config(config)
-    elif config.training.get("bf16"):
-        kwargs["dtype"] = torch.bfloat16
+    # Weights stay float32 (bf16: true is autocast, as transformers' Trainer does it): Adam updates of bf16 weights
+    # round away (a LayerNorm weight of 1.0 does not move by 1e-4), so a pure-bf16 model trains badly.
+    kwargs = {"quantization_config": quantization_config(config)} if config.quantization else {}
     model = load_model(base, **kwargs)
     processor = VideoLLMProcessor.from_pretrained(base)
     set_trainable(model, config)
