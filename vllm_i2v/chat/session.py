@@ -8,6 +8,7 @@ session's KV cache (the video, earlier questions and answers), crops the cache t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from ..atomic import write_text_atomic
 from ..video import UniformSampler, read_video
 
 
@@ -102,10 +104,6 @@ class ChatSession:
 
     def save(self, path) -> Path:
         """Write the transcript as JSON (atomically)."""
-        import json
-
-        from ..atomic import write_text_atomic
-
         return write_text_atomic(path, json.dumps(self.transcript(), indent=1, ensure_ascii=False) + "\n")
 
     # --- a turn -----------------------------------------------------------------------------------------
