@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import CheckpointError
 from .configuration import VideoLLMConfig
+from .loading import check_loading_info
 from .lora import add_lora, merge_lora
 from .modeling import VideoLLM
 
@@ -57,15 +58,15 @@ def load_trainable(model: VideoLLM, path) -> None:
     index = json.loads((path / TRAINABLE_INDEX).read_text())
     weights = load_file(str(path / TRAINABLE_WEIGHTS))
     listed, present = set(index["weights"]), set(weights)
-    known = set(model.state_dict())
-    problems = {
-        "missing": sorted(listed - present),
-        "unexpected": sorted(present - known),
-        "mismatched": sorted(n for n in present & known if model.state_dict()[n].shape != weights[n].shape),
+    state = model.state_dict()
+    report = {
+        "missing_keys": listed - present,
+        "unexpected_keys": present - set(state),
+        "mismatched_keys": [
+            (n, weights[n].shape, state[n].shape) for n in present & set(state) if state[n].shape != weights[n].shape
+        ],
     }
-    problems = {k: v for k, v in problems.items() if v}
-    if problems:
-        raise CheckpointError(f"{path}: trained weights do not all load: {problems}")
+    check_loading_info(path, "trained", report)
     model.load_state_dict(weights, strict=False)
 
 

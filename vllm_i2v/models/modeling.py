@@ -140,8 +140,7 @@ class VideoLLM(PreTrainedModel):
             layout = self.config.feature_layout
             features = torch.zeros(1, layout.tokens_per_frame, self.vision_tower.hidden_size, device=weight.device)
         else:
-            height, width = PreprocessSpec.from_dict(self.config.vision_preprocess).output_size()
-            features = self.vision_features(torch.zeros(1, 3, height, width, device=weight.device))
+            features = self.vision_features(torch.zeros(1, 3, *self.vision_tower.input_size, device=weight.device))
         return self.project(features, [1])[0]
 
     def forward(

@@ -81,7 +81,7 @@ class SegmentSampler(FrameSampler):
 
     num_frames: int
     random_offset: bool = True
-    rng: np.random.Generator | None = field(default=None, compare=False)
+    rng: np.random.Generator | None = field(default=None, compare=False, repr=False)  # repr: feature-cache keys
 
     def __post_init__(self):
         _check_count("num_frames", self.num_frames)
