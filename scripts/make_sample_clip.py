@@ -1,37 +1,32 @@
-"""Regenerate the bundled sample clip vllm_i2v/assets/sample.mp4 (4 s, 8 fps, 224x224, H.264).
+"""Regenerate the bundled sample clip vllm_i2v/assets/sample.mp4: a 4 s shapes-world clip (8 fps, 224x224, H.264).
 
-A red square moves left to right, a blue circle stays still, a yellow triangle enters at 2 s and moves down.
-Usage: python scripts/make_sample_clip.py [OUT]
+A red square moves from left to right; a blue circle appears at 0.75 s and stays still; a yellow triangle appears at
+1.5 s and moves downwards. Usage: python scripts/make_sample_clip.py [OUT]
 """
 
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from vllm_i2v.data.shapes import COLORS, Scene, ShapeObject
 from vllm_i2v.video.writer import write_video
 
-SIZE, FPS, SECONDS = 224, 8, 4
+SIZE, SECONDS = 224, 4.0
 
 
-def draw(t: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    frame = np.full((SIZE, SIZE, 3), 24, dtype=np.uint8)
-    x0 = int(20 + (SIZE - 80) * t / SECONDS)
-    frame[80:130, x0 : x0 + 50] = (230, 30, 30)  # red square, moving right
-    frame[(yy - 170) ** 2 + (xx - 60) ** 2 <= 25**2] = (40, 80, 230)  # blue circle, still
-    if t >= 2:
-        top = int(10 + 60 * (t - 2))
-        inside = (yy >= top) & (yy <= top + 45) & (np.abs(xx - 170) <= (yy - top) / 2)
-        frame[inside] = (240, 220, 30)  # yellow triangle, enters at 2 s, moves down
-    return frame
+def sample_scene() -> Scene:
+    last = (SECONDS * 8 - 1) / 8  # time of the last frame: motions end there
+    return Scene(canvas=SIZE, background=24, duration=SECONDS, objects=[
+        ShapeObject("square", "red", COLORS["red"], 56, (10.0, 40.0), "right", 140 / last),
+        ShapeObject("circle", "blue", COLORS["blue"], 60, (40.0, 150.0), enter=0.75),
+        ShapeObject("triangle", "yellow", COLORS["yellow"], 50, (160.0, 20.0), "down", 130 / (last - 1.5), enter=1.5),
+    ])  # fmt: skip
 
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "vllm_i2v/assets/sample.mp4"
-    frames = np.stack([draw(i / FPS) for i in range(SECONDS * FPS)])
-    write_video(out, frames, fps=FPS)
-    print(f"wrote {out} ({out.stat().st_size} bytes, {len(frames)} frames)")
+    scene = sample_scene()
+    write_video(out, scene.frames(), fps=scene.fps)
+    print(f"wrote {out} ({out.stat().st_size} bytes, {scene.num_frames} frames): {scene.caption()}")
 
 
 if __name__ == "__main__":

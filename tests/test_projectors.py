@@ -90,6 +90,20 @@ def test_adapool_matches_average_pooling():
     torch.testing.assert_close(projector(x), projector.mlp(pooled), atol=1e-5, rtol=1e-5)
 
 
+def test_adapool_temporal_embeddings_say_when():
+    x = features(batch=1, frames=4)
+    reverse = torch.tensor([3, 2, 1, 0])
+    for timed in (False, True):
+        projector = make({"type": "adapool", "grid": [4, 2, 2], "temporal_embeddings": timed})
+        if timed:
+            with torch.no_grad():
+                projector.time_embeddings.weight.normal_(std=1.0)
+        tokens, backwards = projector(x).reshape(4, 4, -1), projector(x[:, reverse]).reshape(4, 4, -1)
+        # without them, reversing the frames only reverses the token order; with them, the tokens change
+        assert torch.allclose(tokens, backwards[reverse], atol=1e-5) is not timed
+    assert make({"type": "adapool", "grid": [4, 2, 2], "temporal_embeddings": True})(features(frames=2)).shape[1] == 8
+
+
 def test_mlp_stride_pools_each_frame():
     projector = make({"type": "mlp", "pool_stride": 2, "mlp_depth": 1})
     x = features(batch=1, frames=2)

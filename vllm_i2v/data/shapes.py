@@ -4,8 +4,9 @@ Scenes hold 1–3 filled objects (circle, square, triangle, star in red, green, 
 small colour jitter; distinct shapes and distinct colours within a scene, so every reference is unambiguous) on a
 uniform black or dark-grey background. In a video each object is still or moves in a straight line at constant
 speed (left, right, up or down) over at least 40% of the canvas, and may enter after the first frame. Stills
-(the image world) come with captions; videos come with a caption and QA of five types: attribute, counting,
-motion (direction; moving or still), temporal order, and a free caption.
+(the image world) come with captions that also say where each object is, and attribute and counting QA; videos
+come with a caption and QA of five types: attribute, counting, motion (direction; moving or still), temporal
+order, and a free caption.
 
 Held-out splits: ``HELD_OUT_COMBOS`` (colour–shape pairs never in the training splits) and clips longer than any
 training clip (``LONG_DURATIONS``).
@@ -49,6 +50,15 @@ class ShapeObject:
     def name(self) -> str:
         return f"{self.color} {self.shape}"
 
+    def place(self, canvas: int, t: float = 0.0) -> str:
+        """Where the object's centre is at time ``t``, in words: "at the top left", "in the centre", ..."""
+        x, y = (c + self.size / 2 for c in self.corner(t))
+        column = ("left", "centre", "right")[min(int(3 * x / canvas), 2)]
+        row = ("top", "middle", "bottom")[min(int(3 * y / canvas), 2)]
+        if row == "middle":
+            return "in the centre" if column == "centre" else f"on the {column}"
+        return f"at the {row}" if column == "centre" else f"at the {row} {column}"
+
     def corner(self, t: float) -> tuple[float, float] | None:
         """Top-left corner at time ``t``, or None before the object enters."""
         if t < self.enter:
@@ -89,7 +99,7 @@ class Scene:
         parts = []
         for obj in sorted(self.objects, key=lambda o: o.enter):
             if self.duration == 0:
-                parts.append(f"a {obj.name}")
+                parts.append(f"a {obj.name} {obj.place(self.canvas)}")
                 continue
             action = f"moves {MOTION_WORDS[obj.direction]}" if obj.direction else "stays still"
             parts.append(f"a {obj.name} appears later and {action}" if obj.enter > 0 else f"a {obj.name} {action}")
@@ -172,7 +182,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", video: bool = T
         pool = _combos("train")
         objects.append(_sample_object(rng, color, shape, duration, canvas, objects))
     scene = Scene(canvas=canvas, background=int(rng.integers(0, 65)), objects=objects, duration=duration)
-    scene.questions = questions(scene, rng) if video else [{"type": "caption", "question": "Describe the image.", "answer": scene.caption()}]
+    scene.questions = questions(scene, rng)
     return scene
 
 
@@ -209,7 +219,9 @@ def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
 
 
 def questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
-    """QA pairs about a video scene: attribute, counting, motion, temporal order, caption."""
+    """QA pairs about a scene. A video: attribute, counting, motion (``subtype`` direction or moving-or-still),
+    temporal order, caption, in a random order. A still: its caption first (what stage-0 pretraining reads),
+    counting, attribute."""
     qa = []
     objects = scene.objects
     obj = objects[int(rng.integers(len(objects)))]
@@ -218,19 +230,23 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     else:
         qa.append({"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape})
     qa.append({"type": "counting", "question": "How many objects are there?", "answer": str(len(objects))})
+    if scene.duration == 0:
+        return [{"type": "caption", "question": "Describe the image.", "answer": scene.caption()}, *qa[::-1]]
     movers = [o for o in objects if o.direction]
     if movers:
         mover = movers[int(rng.integers(len(movers)))]
-        qa.append({"type": "motion", "question": f"Which direction does the {mover.name} move?", "answer": mover.direction})
+        qa.append({"type": "motion", "subtype": "direction", "question": f"Which direction does the {mover.name} move?",
+                   "answer": mover.direction})
     other = objects[int(rng.integers(len(objects)))]
     state = "moving" if other.direction else "still"
-    qa.append({"type": "motion", "question": f"Is the {other.name} moving or still?", "answer": state})
+    qa.append({"type": "motion", "subtype": "moving-or-still", "question": f"Is the {other.name} moving or still?",
+               "answer": state})
     entries = sorted(o.enter for o in objects)
     if len(objects) > 1 and entries[1] - entries[0] >= 0.5:
         first = min(objects, key=lambda o: o.enter)
         qa.append({"type": "temporal", "question": "Which object appears first?", "answer": f"the {first.name}"})
     qa.append({"type": "caption", "question": "Describe the video.", "answer": scene.caption()})
-    return qa
+    return [qa[i] for i in rng.permutation(len(qa))]  # in a random order: a model must read the question
 
 
 def scene_for(seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224) -> Scene:
@@ -240,9 +256,12 @@ def scene_for(seed: int, index: int, split: str = "train", video: bool = True, c
     return sample_scene(rng, split if video else "train", video=video, canvas=canvas)
 
 
-def write_split(out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224) -> dict:
+def write_split(
+    out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False
+) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
-    (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation) and
+    (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
+    ``single_turn`` one conversation per question, so no answer can be read off an earlier turn) and
     ``{split}_qa.json`` (one row per question with its type, for evaluation). Existing clips are kept, so an
     interrupted run resumes; the same seed writes the same files. Returns counts per question type."""
     import json
@@ -270,11 +289,15 @@ def write_split(out_dir, split: str, count: int, seed: int = 0, video: bool = Tr
         key = "video" if video else "image"
         turns = []
         for n, qa in enumerate(scene.questions):
-            prefix = f"<{key}>\n" if n == 0 else ""
-            turns += [{"from": "human", "value": prefix + qa["question"]}, {"from": "gpt", "value": qa["answer"]}]
+            prefix = f"<{key}>\n" if n == 0 or single_turn else ""
+            turn = [{"from": "human", "value": prefix + qa["question"]}, {"from": "gpt", "value": qa["answer"]}]
+            if single_turn:
+                conversations.append({"id": f"{name}_{index:05d}_{n}", key: relative, "conversations": turn})
+            turns += turn
             rows.append({"id": f"{name}_{index:05d}_{n}", key: relative, **qa})
             counts[qa["type"]] = counts.get(qa["type"], 0) + 1
-        conversations.append({"id": f"{name}_{index:05d}", key: relative, "conversations": turns})
+        if not single_turn:
+            conversations.append({"id": f"{name}_{index:05d}", key: relative, "conversations": turns})
     write_text_atomic(out_dir / f"{name}.json", json.dumps(conversations, indent=1) + "\n")
     write_text_atomic(out_dir / f"{name}_qa.json", json.dumps(rows, indent=1) + "\n")
     return counts

@@ -14,12 +14,15 @@ The vision tower and LLM keep their pretrained weights (every weight must load);
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+from ..atomic import atomic_path
+from ..cache import cache_dir
 from ..errors import ConfigError
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
@@ -37,26 +40,51 @@ BUILD_KEYS = {
 
 
 def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file (dequantized to float)."""
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file.
+
+    A GGUF file is converted once (dequantized to float) into a plain safetensors checkpoint in the cache
+    (:func:`~vllm_i2v.cache.cache_dir`), which every later load reads: seconds faster, and trainable.
+    """
     if str(source).endswith(".gguf"):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such GGUF file")
-        kwargs["gguf_file"] = path.name
-        source = str(path.parent)
-    tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k != "dtype"})
+        source = str(converted_gguf(Path(source)))
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model, info = AutoModelForCausalLM.from_pretrained(
         source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
     check_loading_info(source, "LLM", info, kinds=("missing_keys", "mismatched_keys"))
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and "gguf_file" in kwargs:  # dequantized already; drop the marker so it saves and trains
-        quantizer.remove_quantization_config(model)
     return model, tokenizer
 
 
-def _vision_part(spec, dtype, trust_remote_code):
+def converted_gguf(path: Path) -> Path:
+    """The plain checkpoint converted from GGUF file ``path``, made in the cache on first use (atomically, so an
+    interrupted conversion leaves nothing half-written). Keyed by the file's name, size and modification time."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such GGUF file")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    logger.warning("converting %s into %s (once)", path, target)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model, info = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, output_loading_info=True)
+    check_loading_info(path, "LLM", info, kinds=("missing_keys", "mismatched_keys"))
+    model.hf_quantizer.remove_quantization_config(model)  # dequantized already; the marker blocks saving
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        # another process (a second rank) finished the same conversion first
+    return target
+
+
+def vision_part(spec, dtype=None, trust_remote_code: bool = False):
+    """A vision tower and its preprocessing from a build spec's ``vision`` entry (path, hub id or random_init)."""
     if isinstance(spec, dict) and set(spec) <= {"random_init", "preprocess"} and "random_init" in spec:
         logger.warning("vision tower built with RANDOM weights from %s", spec["random_init"])
         settings = dict(spec["random_init"])
@@ -78,7 +106,7 @@ def build_video_llm(spec: dict) -> tuple[VideoLLM, VideoLLMProcessor]:
             raise ConfigError(f"build spec needs {key!r}")
     dtype = getattr(torch, spec.get("dtype", "float32"))
     remote = bool(spec.get("trust_remote_code", False))
-    vision_model, preprocess = _vision_part(spec["vision"], dtype, remote)
+    vision_model, preprocess = vision_part(spec["vision"], dtype, remote)
     llm, tokenizer = load_llm(spec["llm"], dtype=dtype, trust_remote_code=remote)
     if spec.get("tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"], trust_remote_code=remote)

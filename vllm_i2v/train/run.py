@@ -108,6 +108,7 @@ def make_trainer(config: TrainConfig) -> VideoTrainer:
         callbacks=[TrainabilityCheck(model, expected_trainable(model, config))],
         base_checkpoint=base,
         processor=processor,
+        projector_lr=config.projector_lr,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)

