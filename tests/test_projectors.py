@@ -123,3 +123,21 @@ def test_unknown_projector_and_setting():
         make({"type": "perceiver"})
     with pytest.raises(ConfigError, match="unknown settings \\['pool'\\]"):
         make({"type": "stpool", "pool": 2})
+
+
+def test_adapool_motion_tokens_say_which_way_things_moved():
+    from vllm_i2v.models.projectors.adapool import motion_moments
+
+    volume = torch.zeros(1, 2, 4, 3, 5)  # (B, D, T, h, w): channel 0 = a blob moving right, channel 1 = still
+    for t in range(4):
+        volume[0, 0, t, 1, t] = 1.0
+    volume[0, 1, :, 0, 0] = 1.0
+    moments = motion_moments(volume)  # (B, D, [x, y])
+    assert moments[0, 0, 0] > 0 and moments[0, 0, 1] == 0 and moments[0, 1].abs().max() == 0
+    assert motion_moments(volume.flip(-1))[0, 0, 0] < 0  # moving left
+    assert motion_moments(volume[:, :, :1]).abs().max() == 0  # one frame: nothing moved
+    projector = make({"type": "adapool", "grid": [4, 2, 2], "motion_tokens": True})
+    x = features(batch=2, frames=4)
+    assert projector(x).shape[1] == 4 * 2 * 2 + 2 == projector.num_tokens(4)
+    tokens, backwards = projector(x), projector(x.flip(1))
+    assert not torch.allclose(tokens[:, -2:], backwards[:, -2:])  # reversed time, reversed motion

