@@ -151,14 +151,16 @@ def test_unreachable_judge_fails_fast():
 
 @pytest.fixture(scope="module")
 def anet_data(tmp_path_factory):
-    """Eight real ActivityNet-QA test questions (their annotations as released), clips written for all but one
-    of their videos."""
-    if not (ANET / "test_q.json").is_file():
-        pytest.skip(f"the ActivityNet-QA fixture annotations are not at {ANET}")
+    """Eight ActivityNet-QA test questions in the released layout — the real annotations where the shared
+    fixtures are present, else eight written in the same layout — with clips for all but one of their videos."""
     root = tmp_path_factory.mktemp("anet")
-    questions = json.loads((ANET / "test_q.json").read_text())[:8]
-    ids = {q["question_id"] for q in questions}
-    answers = [a for a in json.loads((ANET / "test_a.json").read_text()) if a["question_id"] in ids]
+    if (ANET / "test_q.json").is_file():
+        questions = json.loads((ANET / "test_q.json").read_text())[:8]
+        ids = {q["question_id"] for q in questions}
+        answers = [a for a in json.loads((ANET / "test_a.json").read_text()) if a["question_id"] in ids]
+    else:
+        questions = [{"video_name": f"vid{i % 3}", "question": f"is it {i}", "question_id": f"v_vid{i % 3}_{i}"} for i in range(8)]
+        answers = [{"answer": "yes", "type": i % 9, "question_id": f"v_vid{i % 3}_{i}"} for i in range(8)]
     (root / "test_q.json").write_text(json.dumps(questions))
     (root / "test_a.json").write_text(json.dumps(answers))
     videos = sorted({q["video_name"] for q in questions})
@@ -168,6 +170,8 @@ def anet_data(tmp_path_factory):
 
 
 def test_activitynet_layout_reads_the_real_annotations(anet_data):
+    if not (ANET / "test_q.json").is_file():
+        pytest.skip(f"the ActivityNet-QA fixture annotations are not at {ANET}")
     root, missing = anet_data
     rows = load_rows(load_task("activitynet-qa"), root)
     assert len(rows) == 8 and all(r["video"].startswith("v_") for r in rows)
