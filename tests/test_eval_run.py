@@ -341,3 +341,17 @@ def test_generative_benchmark_five_axes(saved_model, chat_server, tmp_path, monk
     pair_prompt = next(r["messages"][-1]["content"] for r in chat_server.requests if "Question 2:" in r["messages"][-1]["content"])
     assert "What animal?" in pair_prompt and "Which pet?" in pair_prompt
     assert "jm (vcg-consistency-v1): score" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_msvd_original_layout_maps_video_ids_to_clip_names(tmp_path):
+    root = tmp_path / "msvd"
+    (root / "videos").mkdir(parents=True)
+    (root / "test_qa.json").write_text(json.dumps([{"answer": "dog", "id": 7, "question": "what runs?", "video_id": 2},
+                                                   {"answer": "man", "id": 8, "question": "who cooks?", "video_id": 1}]))  # fmt: skip
+    (root / "youtube_mapping.txt").write_text("-4wsuPCjDBc_5_15 vid1\nabc_1_9 vid2\n")
+    write_video(root / "videos" / "abc_1_9.avi", random_frames(4, 32, 32), fps=4)
+    rows = load_rows(load_task("msvd-qa-original"), root)
+    assert [(r["question_id"], r["video"], r["answer"]) for r in rows] == [("7", "abc_1_9.avi", "dog"), ("8", "-4wsuPCjDBc_5_15.mp4", "man")]
+    (root / "youtube_mapping.txt").write_text("abc_1_9 vid2\n")
+    with pytest.raises(VllmI2VError, match="no entry for video vid1"):
+        load_rows(load_task("msvd-qa-original"), root)

@@ -34,6 +34,7 @@ class EvalTask:
     answers: str | None = None
     data: str | None = None  # default data root
     video_file: str = "{video}"  # a row's video id -> its file name; VIDEO_EXTENSIONS are tried when it has none
+    video_map: str | None = None  # a file under the data root: "NAME KEY" lines; video_file's result is a KEY
     fields: dict = field(default_factory=dict)  # qa-list: our field -> the file's field
     type_names: dict = field(default_factory=dict)  # the dataset's type codes -> names
     per_type: int | None = None  # shapes: the first N questions of each column
@@ -67,13 +68,32 @@ def _read_json(path: Path):
         raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
-def _video_files(task: EvalTask, root: Path, ids: list[str]) -> dict[str, str]:
-    """Each video id's file name under ``root``: ``video_file`` filled in, with the first extension that
-    exists when it names none (the first candidate when no file exists: the row is then counted missing)."""
+def _video_map(path: Path) -> dict[str, str]:
+    """KEY -> NAME from "NAME KEY" lines (MSVD's youtube_mapping.txt: ``-4wsuPCjDBc_5_15 vid1``)."""
+    try:
+        lines = path.read_text().split("\n")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (the task's video_map)") from None
+    pairs = [line.split() for line in lines if line.strip()]
+    bad = next((n for n, pair in enumerate(pairs) if len(pair) != 2), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: line {bad + 1} is not 'NAME KEY'")
+    return {key: name for name, key in pairs}
+
+
+def _video_files(task: EvalTask, root: Path, ids: list[str], data_root: Path) -> dict[str, str]:
+    """Each video id's file name under ``root``: ``video_file`` filled in (and looked up in ``video_map``), with
+    the first extension that exists when it names none (the first candidate when no file exists: the row is
+    then counted missing)."""
     present = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    names = _video_map(data_root / task.video_map) if task.video_map else None
     files = {}
     for video_id in ids:
         stem = task.video_file.format(video=video_id)
+        if names is not None:
+            if stem not in names:
+                raise ConfigError(f"{data_root / task.video_map}: no entry for video {stem}")
+            stem = names[stem]
         candidates = [stem] if Path(stem).suffix else [stem + ext for ext in VIDEO_EXTENSIONS]
         files[video_id] = next((c for c in candidates if c in present), candidates[0])
     return files
@@ -93,7 +113,7 @@ def load_rows(task: EvalTask, data_root) -> list[dict]:
         rows = _generative_rows(task, root)
     else:
         rows = _qa_rows(task, root)
-    files = _video_files(task, root / task.videos, sorted({r["video"] for r in rows}))
+    files = _video_files(task, root / task.videos, sorted({r["video"] for r in rows}), root)
     for row in rows:
         row["video"] = files[row["video"]]
         if row["type"] is not None:
