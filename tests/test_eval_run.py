@@ -355,3 +355,10 @@ def test_msvd_original_layout_maps_video_ids_to_clip_names(tmp_path):
     (root / "youtube_mapping.txt").write_text("abc_1_9 vid2\n")
     with pytest.raises(VllmI2VError, match="no entry for video vid1"):
         load_rows(load_task("msvd-qa-original"), root)
+
+
+def test_a_row_without_a_field_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "test_q.json").write_text(json.dumps([{"question": "why?", "question_id": "q1"}]))
+    (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "yes", "question_id": "q1"}]))
+    assert main(["eval", "activitynet-qa", "--data", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o")]) == 2
+    assert "has no 'video_name' field" in capsys.readouterr().err

@@ -105,14 +105,12 @@ def load_rows(task: EvalTask, data_root) -> list[dict]:
     if task.layout == "shapes":
         rows = benchmark_rows(root / task.questions, task.per_type or 10**9)
         return [{**{k: v for k, v in row.items() if k != "column"}, "type": row["column"]} for row in rows]
-    if task.layout == "multiple-choice":
-        rows = _choice_rows(task, root)
-    elif task.layout == "captions":
-        rows = _caption_rows(task, root)
-    elif task.layout == "vcgbench":
-        rows = _generative_rows(task, root)
-    else:
-        rows = _qa_rows(task, root)
+    readers = {"multiple-choice": _choice_rows, "captions": _caption_rows, "vcgbench": _generative_rows}
+    read = readers.get(task.layout, _qa_rows)
+    try:
+        rows = read(task, root)
+    except KeyError as exc:
+        raise ConfigError(f"{root}: a row of {task.name}'s files has no {exc.args[0]!r} field (layout {task.layout})") from None
     files = _video_files(task, root / task.videos, sorted({r["video"] for r in rows}), root)
     for row in rows:
         row["video"] = files[row["video"]]
