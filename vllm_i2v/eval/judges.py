@@ -157,17 +157,18 @@ class Judge:
         fields = {k: v for k, v in item.items() if k not in ("question_id", "type")}
         key = JudgmentCache.key(self.model, self.prompt.version, *(f"{k}={fields[k]}" for k in sorted(fields)))
         cached = self.cache.get(key) if self.cache else None
-        if cached and self.prompt.parse(cached[0]):
+        verdict = self.prompt.parse(cached[0]) if cached else None
+        if verdict:
             reply, served = cached
         else:
             messages = self.prompt.messages(fields)
             for _ in range(1 + self.parse_retries):
                 reply, served = self.ask(messages)
-                if self.prompt.parse(reply):
+                verdict = self.prompt.parse(reply)
+                if verdict:
                     break
             if self.cache:
                 self.cache.put(key, reply, served)
-        verdict = self.prompt.parse(reply)
         return {"question_id": item["question_id"], "type": item["type"], "judge": self.name, "judge_model": self.model,
                 "prompt_version": self.prompt.version, "temperature": 0, "served_model": served,
                 "pred": verdict["pred"] if verdict else None, "score": verdict["score"] if verdict else None,

@@ -44,6 +44,14 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
+def append_jsonl(file, rows: list[dict]) -> None:
+    """Append ``rows`` to an open JSONL file and make them durable (flush + fsync) before returning."""
+    for row in rows:
+        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+    file.flush()
+    os.fsync(file.fileno())
+
+
 @torch.no_grad()
 def predict(
     model, processor, rows: list[dict], video_root, out_path, batch_size: int = 16, num_frames: int | None = None,
@@ -100,10 +108,7 @@ def predict(
                     pad_token_id=processor.tokenizer.pad_token_id,
                 )
                 answers = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                for row, answer in zip(batch, answers):
-                    out.write(json.dumps({**row, "pred": answer.strip()}, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                append_jsonl(out, [{**row, "pred": answer.strip()} for row, answer in zip(batch, answers)])
                 stats["predicted"] += len(batch)
             bar.update(len(todo[start : start + batch_size]))
     return stats

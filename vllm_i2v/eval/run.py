@@ -9,7 +9,6 @@ into ``shards/i-of-n/``; ``merge`` joins the shards and judges and scores the wh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,10 +17,10 @@ from tqdm.auto import tqdm
 from ..atomic import write_text_atomic
 from ..errors import ConfigError
 from .judges import Judge
-from .predict import predict, read_jsonl
+from .predict import append_jsonl, predict, read_jsonl
 from .report import write_report
 from .scores import judge_free_scores, judge_scores
-from .tasks import EvalTask, load_rows, load_task
+from .tasks import EvalTask, load_rows
 
 GENERATION_CAP = 256  # new tokens at most: a runaway, repeating answer must not reach the judge
 
@@ -86,9 +85,9 @@ def merge_shards(out_dir) -> dict:
     return merged
 
 
-def judge_and_score(out_dir, judges: list[Judge] = (), encoder: str | None = None, metrics: list[str] | None = None) -> dict:
-    """Judge the predictions not yet judged (appending to ``judgments.jsonl``), then write ``metrics.json``,
-    ``report.md`` and ``scores.png``; returns the metrics."""
+def judge_and_score(out_dir, metrics: list[str], judges: list[Judge] = (), encoder: str | None = None) -> dict:
+    """Judge the predictions not yet judged (appending to ``judgments.jsonl``), score them with the judge-free
+    ``metrics`` (the task's), then write ``metrics.json``, ``report.md`` and ``scores.png``; returns the metrics."""
     out_dir = Path(out_dir)
     settings = json.loads((out_dir / "run.json").read_text())
     rows = read_jsonl(out_dir / "predictions.jsonl")
@@ -99,14 +98,11 @@ def judge_and_score(out_dir, judges: list[Judge] = (), encoder: str | None = Non
             done = {j["question_id"] for j in judgments if j["judge"] == judge.name}
             todo = [item for item in judge.inputs(rows) if item["question_id"] not in done]
             for judgment in tqdm(judge.judge(todo), total=len(todo), desc=f"judging ({judge.name})", dynamic_ncols=True):
-                out.write(json.dumps(judgment, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                append_jsonl(out, [judgment])
                 judgments.append(judgment)
-    task_metrics = metrics if metrics is not None else load_task(settings["task_file"]).metrics
     result = {
         **settings, "answered": len(rows), "missing": len(settings["missing_videos"]),
-        "judges": judge_scores(rows, judgments), "judge_free": judge_free_scores(rows, task_metrics, encoder),
+        "judges": judge_scores(rows, judgments), "judge_free": judge_free_scores(rows, metrics, encoder),
     }  # fmt: skip
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
     write_report(out_dir, result)

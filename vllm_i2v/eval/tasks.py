@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..data.formats import VIDEO_SUFFIXES, find_video
 from ..errors import ConfigError
 from .files import load_named_yaml
 from .shapes import benchmark_rows
@@ -18,7 +19,6 @@ from .shapes import benchmark_rows
 LAYOUTS = ("qa-pairs", "qa-list", "multiple-choice", "captions", "vcgbench", "shapes")
 REQUIRED_FIELDS = ("question_id", "video", "question", "answer")
 LETTERS = "ABCDEFGH"
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif")
 
 
 @dataclass
@@ -33,7 +33,7 @@ class EvalTask:
     source: Path  # the task file
     answers: str | None = None
     data: str | None = None  # default data root
-    video_file: str = "{video}"  # a row's video id -> its file name; VIDEO_EXTENSIONS are tried when it has none
+    video_file: str = "{video}"  # a row's video id -> its file name; video suffixes are tried when it has none
     video_map: str | None = None  # a file under the data root: "NAME KEY" lines; video_file's result is a KEY
     fields: dict = field(default_factory=dict)  # qa-list: our field -> the file's field
     type_names: dict = field(default_factory=dict)  # the dataset's type codes -> names
@@ -83,9 +83,8 @@ def _video_map(path: Path) -> dict[str, str]:
 
 def _video_files(task: EvalTask, root: Path, ids: list[str], data_root: Path) -> dict[str, str]:
     """Each video id's file name under ``root``: ``video_file`` filled in (and looked up in ``video_map``), with
-    the first extension that exists when it names none (the first candidate when no file exists: the row is
-    then counted missing)."""
-    present = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    the first video suffix that exists when it names none (``.mp4`` when no file exists: the row is then counted
+    missing)."""
     names = _video_map(data_root / task.video_map) if task.video_map else None
     files = {}
     for video_id in ids:
@@ -94,8 +93,8 @@ def _video_files(task: EvalTask, root: Path, ids: list[str], data_root: Path) ->
             if stem not in names:
                 raise ConfigError(f"{data_root / task.video_map}: no entry for video {stem}")
             stem = names[stem]
-        candidates = [stem] if Path(stem).suffix else [stem + ext for ext in VIDEO_EXTENSIONS]
-        files[video_id] = next((c for c in candidates if c in present), candidates[0])
+        found = find_video(root, stem)
+        files[video_id] = found.name if found else stem if Path(stem).suffix else stem + VIDEO_SUFFIXES[0]
     return files
 
 
