@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from readme_table import replace_block
 
 from vllm_i2v.atomic import write_text_atomic
 from vllm_i2v.eval import predict
 from vllm_i2v.eval.shapes import COLUMNS, benchmark_rows, score
 from vllm_i2v.models import VideoLLMProcessor
 from vllm_i2v.models.checkpoint import load_model
-
-MARKERS = ("<!-- shapes-table:start -->", "<!-- shapes-table:end -->")
 
 
 def evaluate(name: str, path: str, args) -> dict:
@@ -91,13 +88,7 @@ def main() -> None:
     print(markdown)
     write_text_atomic(Path(args.out) / "table.md", markdown + "\n")
     if args.readme:
-        readme = Path(args.readme).read_text()
-        pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"{args.readme}: no {MARKERS[0]} ... {MARKERS[1]} block to replace")
-        command = "python scripts/shapes_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        block = f"{MARKERS[0]}\n{markdown}\n\n<sub>Regenerate: `{command}`</sub>\n{MARKERS[1]}"
-        write_text_atomic(args.readme, pattern.sub(lambda _: block, readme))
+        replace_block(args.readme, "shapes-table", markdown)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ PROJECTOR_SPECS = {
     "adapool": {"type": "adapool", "grid": [2, 2, 2]},
     "qformer": QFORMER_TINY,
     "mlp": {"type": "mlp", "pool_stride": 2},
+    "slowfast": {"type": "slowfast", "slow_frames": 2, "slow_grid": [4, 4], "fast_grid": [1, 1]},
 }
 
 

@@ -132,6 +132,22 @@ def test_batched_generation_matches_single(build, projector):
         torch.testing.assert_close(together[i : i + 1, : alone.shape[1]], alone, atol=0, rtol=0)
 
 
+def test_shared_prefix_generation_matches_one_by_one(build):
+    model, processor = build("stpool")
+    questions = ["What?", "Describe the clip in detail, which direction does it move?", "How many objects are there?"]
+    clips = [random_frames(3, seed=1), random_frames(3, seed=1), random_frames(4, seed=2)]  # two share a video
+    rows, visual = [], []
+    for question, frames in zip(questions, clips):
+        rows.append(processor.expanded_ids(ask(question), [len(frames)])[0])
+        visual.append(model.encode_visual(processor.frame_preprocessor(frames), [len(frames)]))
+    greedy = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": processor.tokenizer.pad_token_id}
+    for group in ([0, 1], [0, 1, 2]):  # a prefix through the visual tokens; only the template's start
+        together = model.generate_shared_prefix([rows[i] for i in group], [visual[i] for i in group], **greedy)
+        for b, i in enumerate(group):
+            alone = model.generate(**processor([ask(questions[i])], [[clips[i]]]), **greedy)
+            assert together[b, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
 def test_streaming_with_text_iterator_streamer(build):
     model, processor = build("stpool")
     batch = processor([ASK], [[random_frames(2)]])

@@ -38,6 +38,8 @@ def test_token_count_formulas():
     assert make({"type": "mlp", "pool_stride": 2}).num_tokens(8) == 8 * 4
     assert make(QFORMER_TINY).num_tokens(8) == 4
     assert make({**QFORMER_TINY, "mode": "frame"}).num_tokens(8) == 32
+    assert make({"type": "slowfast", "slow_frames": 2, "slow_grid": [2, 2], "fast_grid": [1, 1]}).num_tokens(8) == 2 * 4 + 8
+    assert make({"type": "slowfast", "slow_frames": 4, "slow_grid": [9, 9]}).num_tokens(2) == 2 * 16 + 2 * 16  # capped
     with_cls = FeatureLayout(4, 4, prefix=1)
     assert make({"type": "mlp"}, with_cls).num_tokens(3) == 3 * 17  # Video-LLaVA: CLS kept per frame
 
@@ -59,6 +61,17 @@ def test_stpool_temporal_mean_ignores_frame_order_per_frame_tokens_follow_it():
     out, out_perm = projector(x), projector(x[:, perm])
     torch.testing.assert_close(out_perm[:, 6:], out[:, 6:])  # per-patch temporal means: order-blind
     torch.testing.assert_close(out_perm[:, :6], out[:, perm])  # per-frame tokens: permuted with the frames
+
+
+def test_slowfast_slow_pathway_is_the_per_frame_projector_on_evenly_spaced_frames():
+    slowfast = make({"type": "slowfast", "slow_frames": 3, "slow_grid": [4, 4], "fast_grid": [1, 1]})
+    per_frame = make({"type": "mlp"})
+    per_frame.mlp.load_state_dict(slowfast.mlp.state_dict())
+    x = features(frames=7)
+    out = slowfast(x)
+    torch.testing.assert_close(out[:, : 3 * 16], per_frame(x[:, [0, 3, 6]]))
+    fast = per_frame.mlp(x.mean(dim=2))  # a 1x1 grid: each frame's mean patch
+    torch.testing.assert_close(out[:, 3 * 16 :], fast)
 
 
 @pytest.mark.parametrize("mode", ["video", "frame"])
@@ -112,6 +125,8 @@ def test_mlp_stride_pools_each_frame():
 
 
 def test_pooling_projectors_refuse_cls_tokens():
+    assert make({"type": "slowfast", "slow_frames": 2, "slow_grid": [2, 2], "fast_grid": [1, 1]}).num_tokens(8) == 2 * 4 + 8
+    assert make({"type": "slowfast", "slow_frames": 4, "slow_grid": [9, 9]}).num_tokens(2) == 2 * 16 + 2 * 16  # capped
     with_cls = FeatureLayout(4, 4, prefix=1)
     for spec in ({"type": "adapool"}, {"type": "mlp", "pool_stride": 2}):
         with pytest.raises(ConfigError, match="vision_feature_select: patch"):

@@ -33,6 +33,19 @@ def _build(args) -> None:
     print(f"saved {out} ({total / 1e6:.1f}M parameters) in {time.perf_counter() - started:.1f}s")
 
 
+def _convert(args) -> None:
+    from .models.convert import convert_checkpoint
+    from .models.spec import apply_overrides
+
+    settings = apply_overrides({}, args.overrides)
+    unknown = set(settings) - {"projector", "num_frames"}
+    if unknown:
+        raise ConfigError(f"unknown convert overrides {sorted(unknown)}; known: projector.*, num_frames")
+    started = time.perf_counter()
+    out = convert_checkpoint(args.source_family, args.src, args.dst, settings.get("projector"), settings.get("num_frames"))
+    print(f"saved {out} (from {args.source_family} {args.src}) in {time.perf_counter() - started:.1f}s")
+
+
 def _encode(args) -> None:
     import torch
 
@@ -187,6 +200,12 @@ def _data_shapes(args) -> None:
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")
 
 
+def _serve(args) -> int:
+    from .web import serve
+
+    return serve(args)
+
+
 def _chat(args) -> int:
     from .chat.cli import run_chat
 
@@ -200,6 +219,17 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=None, help="clip start, seconds")
     parser.add_argument("--end", type=float, default=None, help="clip end, seconds")
     parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
+
+
+def _add_chat_model_args(parser: argparse.ArgumentParser) -> None:
+    """Which model answers (``chat`` and ``serve``), and how much it reads and writes."""
+    parser.add_argument("--model", default=None, help="VideoLLM checkpoint (full, trainable-only or bundle); "
+                        "default: the bundled shapes-world model")
+    parser.add_argument("--vision", default=None, help="training-free use: a vision tower checkpoint (with --llm)")
+    parser.add_argument("--llm", default=None, help="training-free use: a chat LLM (dir, hub id or .gguf)")
+    parser.add_argument("--projector", default="adapool", help="training-free use: the projector (new weights)")
+    parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
 
 
 def _command(subparsers, name: str, run, summary: str, description: str, example: str) -> argparse.ArgumentParser:
@@ -233,6 +263,23 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("out", help="output checkpoint directory")
     build.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys for nesting (projector.type=mlp)")
 
+    convert = _command(
+        sub, "convert", _convert, "import a LLaVA, LLaVA-NeXT-Video or Video-LLaVA checkpoint (transformers format)",
+        "Read a checkpoint in transformers' own layout (LlavaForConditionalGeneration / LlavaNext..., "
+        "LlavaNextVideoForConditionalGeneration, VideoLlavaForConditionalGeneration; hub or transformers-5 keys) "
+        "and write a vllm_i2v checkpoint with the same math: vision tower, projector, LLM, tokenizer, chat template. "
+        "An image LLM becomes a training-free video model under a pooling projector (projector.type=adapool or "
+        "slowfast: no new weights).",
+        "vllm-i2v convert --from llava-next-video llava-hf/LLaVA-NeXT-Video-7B-hf outputs/lnv7b\n"
+        "  vllm-i2v convert --from llava llava-1.5-7b-hf outputs/llava-pooled projector.type=adapool "
+        "'projector.grid=[16,12,12]' num_frames=16",
+    )
+    convert.add_argument("--from", dest="source_family", required=True, choices=["llava", "llava-next-video", "video-llava"])
+    convert.add_argument("src", help="source checkpoint folder")
+    convert.add_argument("dst", help="vllm_i2v checkpoint folder to write")
+    convert.add_argument("overrides", nargs="*", help="projector.KEY=VALUE (a pooling projector over the source's "
+                         "MLP) and num_frames=N")
+
     encode = _command(
         sub, "encode", _encode, "run a video through the whole model path and print shapes and stage times",
         "Decode a video, preprocess its frames, run the vision tower and projector, merge the visual tokens into "
@@ -253,15 +300,23 @@ def make_parser() -> argparse.ArgumentParser:
         "vllm-i2v chat --video vllm_i2v/assets/sample.mp4 --question 'What moves?' --question 'Which way?'",
     )
     chat.add_argument("--video", default=None, help="video, GIF, image or frame folder to talk about")
-    chat.add_argument("--model", default=None, help="VideoLLM checkpoint (full, trainable-only or bundle); default: the bundled shapes-world model")
-    chat.add_argument("--vision", default=None, help="training-free use: a vision tower checkpoint (with --llm)")
-    chat.add_argument("--llm", default=None, help="training-free use: a chat LLM (dir, hub id or .gguf)")
-    chat.add_argument("--projector", default="adapool", help="training-free use: the projector (new weights)")
+    _add_chat_model_args(chat)
     chat.add_argument("--question", action="append", default=None, help="ask this and print the answer (repeatable)")
     chat.add_argument("--json", action="store_true", help="with --question: print the turns as JSON")
-    chat.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
-    chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--verbose", action="store_true", help="print decode / encode / prefill / generate times and tokens/s")
+
+    serve = _command(
+        sub, "serve", _serve, "video chat in the browser (upload or pick a clip, multi-turn, streamed)",
+        "Serve a one-page web demo over the chat CLI's model and session: upload a video (checked by content; "
+        "at most --upload-limit-mb) or pick the bundled sample, watch it, ask questions with streamed answers, "
+        "reset, change the number of frames, download the transcript. One model serves every tab; each tab has "
+        "its own conversation. Binds 127.0.0.1 unless --host says otherwise (there is no authentication).",
+        "vllm-i2v serve --port 7860          # then open http://127.0.0.1:7860/",
+    )
+    _add_chat_model_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--upload-limit-mb", type=float, default=200.0, help="largest upload accepted")
 
     train = _command(
         sub, "train", _train, "fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from ..atomic import write_text_atomic
 from ..video import UniformSampler, read_video
@@ -39,6 +38,28 @@ class TurnTimes:
             f"decode {self.decode:.2f}s, encode {self.encode:.2f}s, prefill {self.prefill_tokens} tokens, "
             f"first token {self.first_token:.2f}s, generate {self.generate:.2f}s ({self.new_tokens} tokens, {rate:.1f} tokens/s)"
         )
+
+
+class TimedTextStreamer(TextStreamer):
+    """Hands the answer's text to ``on_text`` as it is generated (on the generating thread; a piece ends at a
+    word boundary) and notes when the first new token arrived (``first_token_at``, perf_counter)."""
+
+    def __init__(self, tokenizer, on_text=None, **decode_kwargs):
+        super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
+        self.on_text = on_text
+        self.pieces: list[str] = []
+        self.first_token_at: float | None = None
+
+    def put(self, value):
+        if not self.next_tokens_are_prompt and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self.pieces.append(text)
+            if self.on_text:
+                self.on_text(text)
 
 
 class _Cancel(StoppingCriteria):
@@ -127,45 +148,28 @@ class ChatSession:
         times, self.pending = self.pending, TurnTimes()
         times.prefill_tokens = len(ids) - common
         self.cancel.clear()
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_special_tokens=True)
-        result: dict = {}
-
-        def run():
-            try:
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
-                    result["out"] = self.model.language_model.generate(
-                        inputs_embeds=embeds,
-                        attention_mask=torch.ones_like(input_ids),
-                        past_key_values=self.cache,
-                        max_new_tokens=self.max_new_tokens,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancel(self.cancel)]),
-                        pad_token_id=self.processor.tokenizer.pad_token_id,
-                        **self.generation,
-                    )
-            except BaseException as exc:  # handed to the caller below
-                result["error"] = exc
-                streamer.end()
-
+        streamer = TimedTextStreamer(self.processor.tokenizer, on_text, skip_special_tokens=True)
         started = time.perf_counter()
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        pieces = []
-        for piece in streamer:
-            if piece and not times.first_token:
-                times.first_token = time.perf_counter() - started
-            pieces.append(piece)
-            if on_text:
-                on_text(piece)
-        worker.join()
-        if "error" in result:
-            self.cached_ids, self.cache = [], DynamicCache()
-            raise result["error"]
+        try:
+            with torch.no_grad():
+                out = self.model.language_model.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=torch.ones_like(input_ids),
+                    past_key_values=self.cache,
+                    max_new_tokens=self.max_new_tokens,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Cancel(self.cancel)]),
+                    pad_token_id=self.processor.tokenizer.pad_token_id,
+                    **self.generation,
+                )
+        except BaseException:
+            self.cached_ids, self.cache = [], DynamicCache()  # the cache may hold half a turn
+            raise
         times.generate = time.perf_counter() - started
-        new_ids = result["out"][0].tolist()
+        times.first_token = (streamer.first_token_at or time.perf_counter()) - started
+        new_ids = out[0].tolist()
         times.new_tokens = len(new_ids)
-        answer = "".join(pieces).strip()
+        answer = "".join(streamer.pieces).strip()
         self.cached_ids = ids + new_ids[:-1]  # the last token's keys and values are not computed yet
         self.messages = messages + [{"role": "assistant", "content": answer}]
         return answer, times

@@ -1,9 +1,10 @@
 """Batched, resumable greedy answers to (video, question) rows.
 
-Rows are sorted by prompt length and batched with left padding; each answer is appended to a JSONL file as
-soon as its batch is done (one schema for every task: ``question_id``, ``video``, ``question``, ``answer``,
-``pred``, plus the row's other fields), and a rerun skips the ``question_id`` values already there, so a crash
-loses at most the batch in flight. With a frozen vision tower, ``feature_cache`` keeps each clip's features
+Rows are sorted by video, then prompt length, and batched: questions about one video share one prefill of it
+(:meth:`~vllm_i2v.models.VideoLLM.generate_shared_prefix`), the rest is left padded. Each answer is appended to
+a JSONL file as soon as its batch is done (one schema for every task: ``question_id``, ``video``, ``question``,
+``answer``, ``pred``, plus the row's other fields), and a rerun skips the ``question_id`` values already there, so
+a crash loses at most the batch in flight. With a frozen vision tower, ``feature_cache`` keeps each clip's features
 so later runs (and other checkpoints sharing the tower) skip decoding and the tower.
 """
 
@@ -56,9 +57,11 @@ def append_jsonl(file, rows: list[dict]) -> None:
 def predict(
     model, processor, rows: list[dict], video_root, out_path, batch_size: int = 16, num_frames: int | None = None,
     max_new_tokens: int = 16, feature_cache=None, decode_timeout: float | None = 60.0, prompt: str = "{question}",
+    generation: dict | None = None,
 ) -> dict:
     """Answer ``rows`` (dicts with ``question_id``, ``video``, ``question``, ``answer``) into ``out_path`` (JSONL).
-    ``prompt`` is the user turn after the video, with ``{question}`` (and any other row field) filled in.
+    ``prompt`` is the user turn after the video, with ``{question}`` (and any other row field) filled in;
+    ``generation``: more ``generate`` arguments (decoding is greedy).
 
     Returns counts: ``predicted`` now, ``skipped`` (already in the file), ``missing`` (videos that could not
     be read; their ids are listed under ``missing_videos``).
@@ -87,25 +90,30 @@ def predict(
     def conversation(row: dict) -> list[dict]:
         return [{"role": "user", "content": f"{model.config.video_token}\n{prompt.format(**row)}"}]
 
-    todo.sort(key=lambda row: len(row["question"]))
+    # Questions about one video side by side: a batch of them prefills the video once (generate_shared_prefix).
+    todo.sort(key=lambda row: (str(row["video"]), len(row["question"])))
     with open(out_path, "a") as out, tqdm(total=len(todo), desc="answering", dynamic_ncols=True) as bar:
         for start in range(0, len(todo), batch_size):
-            batch, encoded = [], []
+            batch, prompts, visual = [], [], []
+            encoded: dict[Path, tuple[int, torch.Tensor]] = {}  # this batch's videos: (frames, visual tokens)
             for row in todo[start : start + batch_size]:
                 try:
                     video = resolve_inside(Path(video_root), row["video"], f"question {row['question_id']}")
-                    features = features_of(video)
+                    if video not in encoded:
+                        features = features_of(video)
+                        encoded[video] = (features.shape[0], model.project(features, [features.shape[0]])[0])
                 except VllmI2VError as exc:
                     stats["missing"] += 1
                     stats["missing_videos"].append(f"{row['video']}: {exc}")
                     continue
+                frames, tokens = encoded[video]
                 batch.append(row)
-                encoded.append(processor.encode(conversation(row), features=[features]))
+                prompts.append(processor.expanded_ids(conversation(row), [frames])[0])
+                visual.append([tokens])
             if batch:
-                inputs = processor.collate(encoded)
-                new_tokens = model.generate(
-                    **inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                    pad_token_id=processor.tokenizer.pad_token_id,
+                new_tokens = model.generate_shared_prefix(
+                    prompts, visual, do_sample=False, max_new_tokens=max_new_tokens,
+                    pad_token_id=processor.tokenizer.pad_token_id, **(generation or {}),
                 )
                 answers = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 append_jsonl(out, [{**row, "pred": answer.strip()} for row, answer in zip(batch, answers)])

@@ -5,15 +5,18 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from ..errors import ConfigError
 from .preprocess import PreprocessSpec
 from .projectors import FeatureLayout, projector_class
+
+CHAT_CONTENT = ("text", "parts")
 
 
 class VideoLLMConfig(PreTrainedConfig):
     r"""
     vision_config: config of any transformers vision model (``clip_vision_model``, ``siglip_vision_model``, ``dinov2``...).
     text_config: config of any transformers causal LM.
-    projector: ``{"type": "stpool" | "adapool" | "qformer" | "mlp", ...settings}``.
+    projector: ``{"type": "stpool" | "adapool" | "qformer" | "mlp" | "slowfast", ...settings}``.
     vision_feature_layer: hidden-state index read from the tower (-2: penultimate, as LLaVA).
     vision_feature_select: ``patch`` drops CLS/register tokens, ``full`` keeps them.
     vision_preprocess: a :class:`PreprocessSpec` as a dict (resize, crop, rescale, normalize).
@@ -21,6 +24,8 @@ class VideoLLMConfig(PreTrainedConfig):
     vision_lora / llm_lora: LoRA settings (peft ``LoraConfig`` fields) on the vision tower / the LLM, or None.
     video_token / image_token and their ids: chat placeholders, replaced by visual tokens.
     num_frames: frames sampled per video by default.
+    chat_content: how the chat template takes message content: ``text`` (a string with placeholders, as LLM
+        tokenizers' templates do) or ``parts`` (transformers' multimodal list, as LLaVA-family processors' do).
     """
 
     model_type = "vllm_i2v"
@@ -42,6 +47,7 @@ class VideoLLMConfig(PreTrainedConfig):
     video_token_id: int | None = None
     image_token_id: int | None = None
     num_frames: int = 8
+    chat_content: str = "text"
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -54,6 +60,8 @@ class VideoLLMConfig(PreTrainedConfig):
         if self.projector is None:
             self.projector = {"type": "stpool"}
         projector_class(self.projector).resolve(self.projector)  # unknown name or setting: fail now
+        if self.chat_content not in CHAT_CONTENT:
+            raise ConfigError(f"chat_content must be one of {CHAT_CONTENT}, got {self.chat_content!r}")
         if self.vision_preprocess is None:
             self.vision_preprocess = PreprocessSpec().to_dict()
         # The LLM's own tying (e.g. SmolLM2 ties lm_head to the embeddings) is applied inside it.

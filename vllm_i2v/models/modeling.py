@@ -8,9 +8,11 @@ KV caching and generation are the LLM's own.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, DynamicCache, GenerationConfig, PreTrainedModel
 from transformers import initialization as init
 
 from ..errors import PromptError
@@ -20,6 +22,9 @@ from .lora import add_lora
 from .preprocess import PreprocessSpec
 from .projectors import build_projector
 from .vision import VisionTower
+
+# transformers >= 5.24 renames ``past_key_values`` to ``cache``; the old name is what every supported 5.x takes.
+warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
 
 
 class VideoLLM(PreTrainedModel):
@@ -179,6 +184,43 @@ class VideoLLM(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    @torch.no_grad()
+    def generate_shared_prefix(
+        self, rows: list[list[int]], visual_tokens: list[list[torch.Tensor]], **generate_kwargs
+    ) -> torch.Tensor:
+        """Generate for several prompts (expanded ids) at once, prefilling the prefix they share only once.
+
+        Questions about one video share everything up to the end of its visual tokens: that prefix is run
+        through the LLM once and its KV cache copied to every row; only the rest of each prompt (padded on the
+        left of that rest, after the prefix) is prefilled per row. ``visual_tokens[i]``: row ``i``'s visual
+        tokens in order. Returns the new tokens, shape ``(B, new_tokens)``, as :meth:`generate` does.
+        """
+        shared = min(len(row) for row in rows) - 1  # every row keeps at least one token to prefill
+        for position, ids in enumerate(zip(*rows)):
+            if position >= shared or any(i != ids[0] for i in ids):
+                shared = position
+                break
+        first = visual_tokens[0]
+        same_visual = all(len(v) == len(first) and all(torch.equal(a, b) for a, b in zip(v, first)) for v in visual_tokens)
+        if not same_visual:  # placeholder ids are alike whatever they stand for: share only what precedes them
+            slots = self.visual_token_mask(torch.tensor(rows[0][:shared])).nonzero()
+            shared = int(slots[0]) if len(slots) else shared
+        embeds = [self.merge(torch.tensor([ids], device=self.device), visual) for ids, visual in zip(rows, visual_tokens)]
+        cache = DynamicCache(config=self.language_model.config)
+        if shared:
+            decoder = self.language_model.base_model  # no LM head: the prefix needs keys and values, not logits
+            decoder(inputs_embeds=embeds[0][:, :shared], past_key_values=cache, use_cache=True)
+            cache.batch_repeat_interleave(len(rows))
+        width = max(len(ids) for ids in rows) - shared
+        dim = embeds[0].shape[-1]
+        batch = embeds[0].new_zeros(len(rows), shared + width, dim)
+        mask = torch.zeros(len(rows), shared + width, dtype=torch.long, device=self.device)
+        batch[:, :shared], mask[:, :shared] = embeds[0][:, :shared], 1
+        for b, row in enumerate(embeds):
+            rest = row.shape[1] - shared
+            batch[b, shared + width - rest :], mask[b, shared + width - rest :] = row[0, shared:], 1
+        return self.language_model.generate(inputs_embeds=batch, attention_mask=mask, past_key_values=cache, **generate_kwargs)
 
     # --- save / load --------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ as many copies as the projector makes visual tokens for that input, so the model
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import torch
@@ -66,9 +67,11 @@ class VideoLLMProcessor:
         """The conversation as text, through the tokenizer's chat template.
 
         Message content is a string with ``<video>``/``<image>`` placeholders, or transformers' multimodal list
-        form (``[{"type": "video"}, {"type": "text", "text": "..."}]``), turned into that string.
+        form (``[{"type": "video"}, {"type": "text", "text": "..."}]``); each is turned into the form the chat
+        template takes (``config.chat_content``: a string, or that list, as converted LLaVA-family templates take).
         """
-        messages = [{**m, "content": self._content_text(m["content"])} for m in messages]
+        content = self._content_parts if self.config.chat_content == "parts" else self._content_text
+        messages = [{**m, "content": content(m["content"])} for m in messages]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def _content_text(self, content) -> str:
@@ -85,6 +88,21 @@ class VideoLLMProcessor:
             else:
                 raise PromptError(f"unknown message content part {part!r}; known types: text, video, image")
         return " ".join(parts)
+
+    def _content_parts(self, content) -> list[dict]:
+        """Content as transformers' multimodal list: ``"<video>\nWhat moves?"`` -> ``[{"type": "video"},
+        {"type": "text", "text": "What moves?"}]`` (text around a placeholder stripped; the template lays it out)."""
+        if not isinstance(content, str):
+            return content
+        kinds = {self.config.video_token: "video", self.config.image_token: "image"}
+        pattern = "(" + "|".join(re.escape(token) for token in kinds) + ")"
+        parts = []
+        for piece in re.split(pattern, content):
+            if piece in kinds:
+                parts.append({"type": kinds[piece]})
+            elif piece.strip():
+                parts.append({"type": "text", "text": piece.strip()})
+        return parts
 
     def _assistant_spans(self, messages: list[dict], text: str) -> list[tuple[int, int]]:
         """Character spans of ``text`` that are assistant replies (with their end-of-turn markup)."""

@@ -7,10 +7,11 @@ from .adapool import AdaptivePooling
 from .base import FeatureLayout, TemporalProjector
 from .mlp import FrameMLP
 from .qformer import QFormerProjector
+from .slowfast import SlowFastPooling
 from .stpool import SpatioTemporalPooling
 
 PROJECTORS: dict[str, type[TemporalProjector]] = {
-    cls.name: cls for cls in (SpatioTemporalPooling, AdaptivePooling, QFormerProjector, FrameMLP)
+    cls.name: cls for cls in (SpatioTemporalPooling, AdaptivePooling, QFormerProjector, FrameMLP, SlowFastPooling)
 }
 
 

@@ -1,0 +1,197 @@
+"""`vllm-i2v serve`: the real app on a real local HTTP server (uvicorn) with the bundled model; its API over HTTP,
+and the page in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vllm_i2v.bundled import DEFAULT_MODEL
+from vllm_i2v.cli import SAMPLE_VIDEO
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# The bundled sample clip (scripts/make_sample_clip.py): a red square moving right, a blue circle, a yellow triangle.
+TRUTH = {"How many objects are there?": "3", "Which direction does the red square move?": "right"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The demo app with the bundled model, served by uvicorn on a free local port."""
+    import uvicorn
+
+    from vllm_i2v.models import VideoLLMProcessor
+    from vllm_i2v.models.checkpoint import load_model
+    from vllm_i2v.web.server import DemoServer
+
+    demo = DemoServer(load_model(DEFAULT_MODEL), VideoLLMProcessor.from_pretrained(DEFAULT_MODEL),
+                      samples={SAMPLE_VIDEO.name: SAMPLE_VIDEO}, upload_limit=2 * 2**20, max_new_tokens=40)  # fmt: skip
+    port = free_port()
+    runner = uvicorn.Server(uvicorn.Config(demo.app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not runner.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield demo, f"http://127.0.0.1:{port}"
+    runner.should_exit = True
+    thread.join(timeout=10)
+    assert not demo.root.exists()  # uploads removed at shutdown
+
+
+def call(url: str, body: bytes | dict | None = None, headers: dict | None = None):
+    """(status, parsed JSON or NDJSON lines) of one request."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    headers = {"Content-Type": "application/json", **(headers or {})} if isinstance(body, dict) else headers or {}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, text, kind = response.status, response.read().decode(), response.headers.get("content-type", "")
+    except urllib.error.HTTPError as error:
+        status, text, kind = error.code, error.read().decode(), error.headers.get("content-type", "")
+    if "ndjson" in kind:
+        return status, [json.loads(line) for line in text.splitlines()]
+    return status, json.loads(text) if "json" in kind else text
+
+
+def test_upload_ask_stream_and_transcript(server, tmp_path):
+    _, base = server
+    clip = tmp_path / "my clip"  # no extension: the type is read from the content
+    shutil.copy(SAMPLE_VIDEO, clip)
+    status, info = call(f"{base}/api/tab-aaaaaaaa/upload", clip.read_bytes(), {"X-Filename": clip.name})
+    assert status == 200 and info["frames"] > 1
+    for question, truth in TRUTH.items():
+        status, lines = call(f"{base}/api/tab-aaaaaaaa/ask", {"question": question})
+        assert status == 200 and lines[-1]["done"] is True
+        assert "".join(line.get("text", "") for line in lines).strip() == truth
+    status, transcript = call(f"{base}/api/tab-aaaaaaaa/transcript")
+    assert [m["content"] for m in transcript["messages"] if m["role"] == "assistant"] == list(TRUTH.values())
+    with urllib.request.urlopen(f"{base}/api/tab-aaaaaaaa/video") as response:
+        assert response.headers["content-type"] == "video/mp4" and len(response.read()) == clip.stat().st_size
+
+
+def test_tabs_have_their_own_conversations_and_one_answer_at_a_time(server):
+    _, base = server
+    for tab in ("tab-bbbbbbbb", "tab-cccccccc"):
+        assert call(f"{base}/api/{tab}/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
+    results = {}
+
+    def ask(key, tab, question):
+        results[key] = call(f"{base}/api/{tab}/ask", {"question": question})
+
+    first = threading.Thread(target=ask, args=("b1", "tab-bbbbbbbb", "Describe the video."))
+    first.start()
+    time.sleep(0.3)  # the first answer is streaming now
+    ask("b2", "tab-bbbbbbbb", "How many objects are there?")  # same tab: refused
+    ask("c", "tab-cccccccc", "How many objects are there?")  # another tab: waits its turn
+    first.join()
+    assert results["b2"][0] == 409 and "still streaming" in results["b2"][1]["error"]
+    assert results["c"][0] == 200 and "".join(x.get("text", "") for x in results["c"][1]).strip() == "3"
+    assert results["b1"][0] == 200 and results["b1"][1][-1]["done"] is True
+    assert len([line for line in results["b1"][1] if "text" in line]) > 1  # streamed in pieces
+    b, c = (call(f"{base}/api/{tab}/transcript")[1]["messages"] for tab in ("tab-bbbbbbbb", "tab-cccccccc"))
+    assert [m["role"] for m in b] == ["user", "assistant"] and "Describe" in b[0]["content"]
+    assert [m["role"] for m in c] == ["user", "assistant"] and c[1]["content"] == "3"
+
+
+def test_clips_a_browser_cannot_play_are_transcoded_for_the_page_and_frames_change(server, tmp_path):
+    import av
+
+    from vllm_i2v.video import UniformSampler, read_video
+    from vllm_i2v.video.writer import write_video
+
+    _, base = server
+    clip = tmp_path / "old.avi"  # MPEG-4 Part 2: Chromium does not play it
+    write_video(clip, read_video(SAMPLE_VIDEO, UniformSampler(16)).frames, fps=8)
+    status, info = call(f"{base}/api/tab-eeeeeeee/upload", clip.read_bytes(), {"X-Filename": clip.name})
+    assert status == 200 and info["video"] == "old.avi"
+    with urllib.request.urlopen(f"{base}/api/tab-eeeeeeee/video") as response:
+        (tmp_path / "shown.mp4").write_bytes(response.read())
+    with av.open(str(tmp_path / "shown.mp4")) as shown:
+        assert shown.streams.video[0].codec_context.name == "h264" and shown.streams.video[0].frames == 16
+    assert call(f"{base}/api/tab-eeeeeeee/frames", {"frames": 2}) == (200, {"frames": 2})
+    assert call(f"{base}/api/tab-eeeeeeee/frames", {"frames": 0})[0] == 400
+    status, lines = call(f"{base}/api/tab-eeeeeeee/ask", {"question": "How many objects are there?"})
+    assert status == 200 and call(f"{base}/api/tab-eeeeeeee/transcript")[1]["num_frames"] == 2
+
+
+def test_bad_uploads_are_the_clis_one_line_errors(server, tmp_path):
+    demo, base = server
+    status, body = call(f"{base}/api/tab-dddddddd/upload", b"\x00not a video" * 100, {"X-Filename": "clip.mp4"})
+    assert status == 400 and body["error"].startswith("error: clip.mp4: not a readable video")
+    assert "\n" not in body["error"]
+    status, body = call(f"{base}/api/tab-dddddddd/upload", b"0" * (3 * 2**20), {"X-Filename": "big.mp4"})
+    assert status == 413 and "larger than 2 MB" in body["error"]
+    assert not list((demo.root / "tab-dddddddd").glob("upload-*"))  # nothing bad is kept
+    assert call(f"{base}/api/tab-dddddddd/ask", {"question": "Hi?"})[0] == 200  # the tab goes on (no video yet)
+    assert call(f"{base}/api/../etc/ask", {"question": "Hi?"})[0] in (400, 404)
+
+
+def test_serve_warns_when_bound_beyond_this_machine(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "vllm_i2v.cli", "serve", "--host", "0.0.0.0", "--model", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "no authentication" in done.stderr and "not a VideoLLM checkpoint" in done.stderr and done.returncode == 2
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+def test_in_a_real_browser(server, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, base = server
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--window-size=1280,900", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    os.environ.update(env)  # Chromium writes outside its profile too
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    wait = WebDriverWait(driver, 120)
+    try:
+        driver.get(base + "/")
+        clip = tmp_path / "shapes.mp4"
+        shutil.copy(SAMPLE_VIDEO, clip)
+        driver.find_element(By.ID, "upload").send_keys(str(clip))
+        wait.until(lambda d: "frames encoded" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: d.execute_script("const v = document.getElementById('player'); return v.readyState >= 2 && v.videoWidth > 0"))
+        for question, truth in TRUTH.items():
+            driver.find_element(By.ID, "question").send_keys(question)
+            driver.find_element(By.ID, "ask").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.model")
+                       and d.find_elements(By.CSS_SELECTOR, ".msg.model")[-1].get_attribute("data-done") == "true")  # fmt: skip
+            assert driver.find_elements(By.CSS_SELECTOR, ".msg.model")[-1].text.strip() == truth
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "web-demo.png"))
+        corrupt = tmp_path / "corrupt.mp4"
+        corrupt.write_bytes(b"\x00\x01 definitely not a video" * 64)
+        driver.find_element(By.ID, "upload").send_keys(str(corrupt))
+        wait.until(lambda d: "not a readable video" in d.find_element(By.ID, "error").text)
+        assert driver.find_element(By.ID, "error").text.startswith("error: ")
+    finally:
+        driver.quit()
+        for key in env:
+            os.environ.pop(key, None)

@@ -1,0 +1,242 @@
+"""``vllm-i2v serve``: video chat in the browser, one page over the chat CLI's own :class:`ChatSession`.
+
+A plain Starlette app, not gradio: a few MB of dependencies instead of hundreds, a server up in a fraction of a
+second, and the page's element ids and the answer stream are ours (gradio's markup changes between majors,
+which breaks browser tests). One model in memory serves every tab; each tab (an id the page keeps in
+``sessionStorage``) has its own conversation. The model answers one question at a time: a question from
+another tab waits for it; a second question from the same tab while its answer streams is refused.
+
+Endpoints (``TAB`` = the tab's id): ``GET /`` the page; ``GET /api/info``; ``POST /api/TAB/upload`` (the file
+as the body, at most ``upload_limit`` bytes, checked by content); ``POST /api/TAB/sample`` ``{"name"}``;
+``GET /api/TAB/video`` (the clip as the browser plays it); ``POST /api/TAB/ask`` ``{"question"}`` → the answer as
+NDJSON lines ``{"text"}``... then ``{"done", "seconds"}`` or ``{"error"}``; ``POST /api/TAB/reset``;
+``POST /api/TAB/frames`` ``{"frames"}``; ``GET /api/TAB/transcript`` (JSON download).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..chat import ChatSession
+from ..errors import VllmI2VError
+
+PAGE = Path(__file__).with_name("page.html")
+TAB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+BROWSER_CODECS = {"h264", "vp8", "vp9", "av1"}  # what Chromium plays (MPEG-4 Part 2 it does not)
+MAX_TABS = 32
+BUSY = "an answer is still streaming in this tab; wait for it"
+
+
+@dataclass
+class Tab:
+    """One browser tab: its conversation, its clip, and whether an answer is streaming."""
+
+    session: ChatSession
+    folder: Path
+    display: Path | None = None
+    busy: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DemoServer:
+    """The app's state: the model, the tabs' conversations, and the folder uploads live in (removed on close)."""
+
+    def __init__(self, model, processor, samples: dict[str, Path], upload_limit: int = 200 * 2**20,
+                 num_frames: int | None = None, max_new_tokens: int = 256):  # fmt: skip
+        self.model, self.processor = model, processor
+        self.samples = samples
+        self.upload_limit = upload_limit
+        self.num_frames = num_frames or model.config.num_frames
+        self.max_new_tokens = max_new_tokens
+        self.model_lock = threading.Lock()  # one tower or LLM call at a time on the shared model
+        self.tabs: OrderedDict[str, Tab] = OrderedDict()
+        self.root = Path(tempfile.mkdtemp(prefix="vllm_i2v_serve_"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def tab(self, tab_id: str) -> Tab:
+        if not TAB_ID.match(tab_id):
+            raise VllmI2VError(f"bad tab id {tab_id!r}")
+        if tab_id not in self.tabs:
+            while len(self.tabs) >= MAX_TABS:  # forget the least recently used conversation
+                _, old = self.tabs.popitem(last=False)
+                shutil.rmtree(old.folder, ignore_errors=True)
+            session = ChatSession(self.model, self.processor, num_frames=self.num_frames, max_new_tokens=self.max_new_tokens)
+            self.tabs[tab_id] = Tab(session, self.root / tab_id)
+            self.tabs[tab_id].folder.mkdir()
+        self.tabs.move_to_end(tab_id)
+        return self.tabs[tab_id]
+
+    def set_video(self, tab: Tab, path: Path, name: str) -> dict:
+        """Decode and encode ``path`` (shown as ``name``) for ``tab``; a bad file raises the CLI's one-line error."""
+        with tab.busy, self.model_lock:
+            tab.session.set_video(path)
+        try:
+            tab.display = display_copy(path, tab.folder)
+        except Exception:  # noqa: BLE001 - the model read it; only the page's player goes without
+            tab.display = None
+        return {"video": name, "frames": tab.session.frame_count}
+
+    # --- routes -----------------------------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        routes = [
+            Route("/", lambda request: HTMLResponse(PAGE.read_text())),
+            Route("/api/info", self.info),
+            Route("/api/{tab}/upload", self.upload, methods=["POST"]),
+            Route("/api/{tab}/sample", self.sample, methods=["POST"]),
+            Route("/api/{tab}/video", self.video),
+            Route("/api/{tab}/ask", self.ask, methods=["POST"]),
+            Route("/api/{tab}/reset", self.reset, methods=["POST"]),
+            Route("/api/{tab}/frames", self.frames, methods=["POST"]),
+            Route("/api/{tab}/transcript", self.transcript),
+        ]
+        @asynccontextmanager
+        async def lifespan(app):
+            yield
+            self.close()  # uploads are removed when the server stops
+
+        return Starlette(routes=routes, exception_handlers={VllmI2VError: _error}, lifespan=lifespan)
+
+    async def info(self, request: Request) -> JSONResponse:
+        return JSONResponse({"samples": list(self.samples), "frames": self.num_frames,
+                             "upload_limit_mb": round(self.upload_limit / 2**20, 1)})  # fmt: skip
+
+    async def upload(self, request: Request) -> JSONResponse:
+        tab = self.tab(request.path_params["tab"])
+        name = Path(request.headers.get("x-filename", "") or "upload").name
+        target = tab.folder / ("upload-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)[-100:])
+        for old in tab.folder.glob("upload-*"):
+            old.unlink()
+        size = 0
+        with open(target, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.upload_limit:
+                    out.close()
+                    target.unlink(missing_ok=True)
+                    return JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
+                out.write(chunk)
+        try:
+            return JSONResponse(await asyncio.to_thread(self.set_video, tab, target, name))
+        except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
+            target.unlink(missing_ok=True)
+            raise VllmI2VError(str(exc).replace(str(target), name)) from None
+
+    async def sample(self, request: Request) -> JSONResponse:
+        tab = self.tab(request.path_params["tab"])
+        name = (await request.json()).get("name")
+        if name not in self.samples:
+            raise VllmI2VError(f"no sample clip named {name!r}; samples: {', '.join(self.samples)}")
+        return JSONResponse(await asyncio.to_thread(self.set_video, tab, self.samples[name], name))
+
+    async def video(self, request: Request) -> Response:
+        tab = self.tab(request.path_params["tab"])
+        if tab.display is None:
+            return JSONResponse({"error": "no video yet"}, 404)
+        return FileResponse(tab.display, media_type="video/mp4")
+
+    async def ask(self, request: Request) -> Response:
+        tab = self.tab(request.path_params["tab"])
+        question = str((await request.json()).get("question", "")).strip()
+        if not question:
+            return JSONResponse({"error": "empty question"}, 400)
+        if not tab.busy.acquire(blocking=False):
+            return JSONResponse({"error": BUSY}, 409)
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        send = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+
+        def answer():
+            try:
+                with self.model_lock:
+                    _, times = tab.session.ask(question, on_text=lambda piece: send({"text": piece}))
+                send({"done": True, "seconds": round(times.generate, 2), "stopped": tab.session.cancel.is_set()})
+            except VllmI2VError as exc:
+                send({"error": f"error: {exc}"})
+            except Exception as exc:  # noqa: BLE001 - reported to the page; the server goes on
+                send({"error": f"error: {type(exc).__name__}: {exc}"})
+            finally:
+                tab.busy.release()
+
+        threading.Thread(target=answer, daemon=True).start()
+
+        async def lines():
+            finished = False
+            try:
+                while not finished:
+                    item = await queue.get()
+                    finished = "done" in item or "error" in item
+                    yield json.dumps(item) + "\n"
+            finally:
+                if not finished:  # the page went away mid-answer: stop generating
+                    tab.session.cancel.set()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def reset(self, request: Request) -> JSONResponse:
+        tab = self.tab(request.path_params["tab"])
+        if not tab.busy.acquire(blocking=False):
+            return JSONResponse({"error": BUSY}, 409)
+        try:
+            tab.session.reset()
+        finally:
+            tab.busy.release()
+        return JSONResponse({"ok": True})
+
+    async def frames(self, request: Request) -> JSONResponse:
+        tab = self.tab(request.path_params["tab"])
+        frames = (await request.json()).get("frames")
+        if not isinstance(frames, int) or not 1 <= frames <= 256:
+            raise VllmI2VError(f"frames must be a whole number from 1 to 256, got {frames!r}")
+
+        def apply():
+            with tab.busy, self.model_lock:
+                tab.session.set_frames(frames)
+
+        await asyncio.to_thread(apply)
+        return JSONResponse({"frames": tab.session.num_frames})
+
+    async def transcript(self, request: Request) -> Response:
+        tab = self.tab(request.path_params["tab"])
+        body = json.dumps(tab.session.transcript(), indent=1, ensure_ascii=False) + "\n"
+        headers = {"Content-Disposition": 'attachment; filename="transcript.json"'}
+        return Response(body, media_type="application/json", headers=headers)
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    """Bad input: the same one line the CLI prints."""
+    return JSONResponse({"error": f"error: {exc}"}, 400)
+
+
+def display_copy(path: Path, folder: Path) -> Path:
+    """The clip as a browser can play it: ``path`` itself when it is H.264/VP8/VP9/AV1 in mp4 or webm, else an
+    H.264 mp4 transcoded into ``folder``."""
+    import av
+
+    from ..video.writer import write_video
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0] if container.streams.video else None
+        playable = stream is not None and stream.codec_context.name in BROWSER_CODECS and container.format.name in (
+            "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")  # fmt: skip
+        if playable:
+            return path
+        fps = float(stream.average_rate or 8) if stream is not None else 8.0
+        target = folder / "display.mp4"
+        frames = (frame.to_ndarray(format="rgb24") for frame in container.decode(video=0))
+        write_video(target, frames, fps=fps)
+    return target
