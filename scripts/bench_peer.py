@@ -112,14 +112,14 @@ class Theirs:
     def __init__(self, path: Path, frames: int, new_tokens: int):
         from transformers import AutoTokenizer, LlavaNextVideoForConditionalGeneration
 
-        from vllm_i2v.models.convert import _preprocessor
+        from vllm_i2v.models.convert import preprocessor_settings
         from vllm_i2v.models.preprocess import FramePreprocessor, preprocess_spec_from_processor
 
         self.model = LlavaNextVideoForConditionalGeneration.from_pretrained(path).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.chat_template = json.loads((path / "chat_template.json").read_text())["chat_template"]
         self.tokenizer.padding_side = "left"
-        self.preprocess = FramePreprocessor(preprocess_spec_from_processor(_preprocessor(path)))
+        self.preprocess = FramePreprocessor(preprocess_spec_from_processor(preprocessor_settings(path)))
         config = self.model.config
         grid = config.vision_config.image_size // config.vision_config.patch_size // config.spatial_pool_stride
         self.video_id, self.tokens_per_frame = config.video_token_id, grid * grid

@@ -103,6 +103,14 @@ def test_converted_model_matches_transformers(family, tmp_path):
     assert ours.generate(**batch, **greedy).tolist() == expected.tolist()
 
 
+def test_video_llava_under_a_pooling_projector_reads_the_patch_grid(tmp_path):
+    src = save_peer(tmp_path / "src", "video-llava")
+    assert main(["convert", "--from", "video-llava", str(src), str(tmp_path / "ours"), "projector.type=adapool",
+                 "projector.grid=[4,2,2]"]) == 0  # fmt: skip
+    model = VideoLLM.from_pretrained(tmp_path / "ours")
+    assert model.config.vision_feature_select == "patch" and model.config.num_visual_tokens(4) == 16
+
+
 def test_old_hub_key_layout_converts_to_the_same_model(tmp_path):
     src = save_peer(tmp_path / "src", "video-llava")
     assert main(["convert", "--from", "video-llava", str(old_hub_layout(src, tmp_path / "old")), str(tmp_path / "ours")]) == 0
@@ -138,3 +146,5 @@ def test_bad_sources_are_one_line_errors(tmp_path, capsys):
     assert main(["convert", "--from", "llava", str(tmp_path), str(tmp_path / "c")]) == 2
     assert "not a transformers checkpoint (no config.json)" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abc")
+    assert main(["convert", "--from", "llava-next-video", str(src), str(src)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -90,6 +90,8 @@ def convert_checkpoint(family: str, src, dst, projector: dict | None = None, num
     if family not in FAMILIES:
         raise ConfigError(f"unknown --from {family!r}; known: {', '.join(FAMILIES)}")
     spec, src = FAMILIES[family], Path(src)
+    if Path(dst).exists():
+        raise CheckpointError(f"{dst}: already exists; convert into a new folder")
     if not (src / "config.json").is_file():
         raise CheckpointError(f"{src}: not a transformers checkpoint (no config.json)")
     source_config = AutoConfig.from_pretrained(src)
@@ -112,9 +114,10 @@ def convert_checkpoint(family: str, src, dst, projector: dict | None = None, num
     tower = getattr(source.model, spec.tower)
     tokenizer, chat_content = _tokenizer(src)
     llm = _language_model(source, source_config, tokenizer)
-    preprocess = preprocess_spec_from_processor(_preprocessor(src))
+    preprocess = preprocess_spec_from_processor(preprocessor_settings(src))
     grid, prefix = feature_geometry(tower, preprocess)
-    keep_cls = spec.keep_cls or source_config.vision_feature_select_strategy == "full"
+    # The source's own math keeps CLS where it does; a pooling projector reads the patch grid alone.
+    keep_cls = projector is None and (spec.keep_cls or source_config.vision_feature_select_strategy == "full")
     config = VideoLLMConfig(
         vision_config=tower.config.to_dict(),
         text_config=llm.config.to_dict(),
@@ -165,7 +168,7 @@ def _takes_parts(tokenizer, template: str) -> bool:
     return "PROBE" in text and "'type'" not in text
 
 
-def _preprocessor(src: Path) -> SimpleNamespace:
+def preprocessor_settings(src: Path) -> SimpleNamespace:
     """The source's image (or video) processor settings, read from its JSON file (no torchvision needed)."""
     for name in PREPROCESSOR_FILES:
         if (src / name).is_file():

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -119,9 +120,7 @@ class DemoServer:
     async def upload(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
         name = Path(request.headers.get("x-filename", "") or "upload").name
-        target = tab.folder / ("upload-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)[-100:])
-        for old in tab.folder.glob("upload-*"):
-            old.unlink()
+        target = tab.folder / f"upload-{uuid.uuid4().hex[:8]}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-100:]}"
         size = 0
         with open(target, "wb") as out:
             async for chunk in request.stream():
@@ -132,10 +131,14 @@ class DemoServer:
                     return JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
                 out.write(chunk)
         try:
-            return JSONResponse(await asyncio.to_thread(self.set_video, tab, target, name))
+            result = await asyncio.to_thread(self.set_video, tab, target, name)
         except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
             target.unlink(missing_ok=True)
             raise VllmI2VError(str(exc).replace(str(target), name)) from None
+        for old in tab.folder.glob("upload-*"):  # the tab's earlier clip is no longer in use
+            if old != target:
+                old.unlink()
+        return JSONResponse(result)
 
     async def sample(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
