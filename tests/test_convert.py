@@ -30,6 +30,13 @@ LIST_TEMPLATE = (
     "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
+# LLaVA-1.5's: images only (an image LLM has no video parts).
+IMAGE_ONLY_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
 PEERS = {
     "llava": (LlavaConfig, LlavaForConditionalGeneration, ["<image>"]),
     "llava-next-video": (LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration, ["<image>", "<video>"]),
@@ -51,7 +58,8 @@ def save_peer(path, family: str, seed: int = 0):
     model_class(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    (path / "chat_template.json").write_text(json.dumps({"chat_template": LIST_TEMPLATE}))
+    template = IMAGE_ONLY_TEMPLATE if family == "llava" else LIST_TEMPLATE
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": template}))
     return path
 
 
@@ -130,7 +138,9 @@ def test_image_llm_as_training_free_video_model(tmp_path):
     peer = LlavaForConditionalGeneration.from_pretrained(src)
     assert model.config.num_frames == 6 and processor.config.num_visual_tokens(6) == 2 * 16 + 6 * 4
     torch.testing.assert_close(model.projector.mlp[0].weight, peer.model.multi_modal_projector.linear_1.weight)
-    batch = processor([[{"role": "user", "content": "<video>\nWhat moves?"}]], [[random_frames(6, 32, 32)]])
+    messages = [{"role": "user", "content": "<video>\nWhat moves?"}]
+    assert processor.render(messages, True) == "USER: <video>\nWhat moves? ASSISTANT:"  # LLaVA's layout, for a video
+    batch = processor([messages], [[random_frames(6, 32, 32)]])
     video_id = processor.tokenizer.convert_tokens_to_ids("<video>")
     assert video_id >= peer.config.text_config.vocab_size  # added for the converted model...
     new = model.generate(**batch, max_new_tokens=6, do_sample=False)

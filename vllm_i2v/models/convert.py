@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,9 +154,36 @@ def _tokenizer(src: Path):
         candidates.append((src / "chat_template.jinja").read_text())
     template = next((t for t in candidates if isinstance(t, str) and _takes_parts(tokenizer, t)), None)
     if template:
-        tokenizer.chat_template = template
+        tokenizer.chat_template = with_video_parts(tokenizer, template)
     prepare_tokenizer(tokenizer)
     return tokenizer, "parts" if template else "text"
+
+
+IMAGE_LOOP = re.compile(
+    r"\{%-?\s*for (\w+) in message\['content'\]\s*\|\s*selectattr\('type',\s*'equalto',\s*'image'\)\s*-?%\}(.*?)"
+    r"\{%-?\s*endfor\s*-?%\}", re.S,
+)
+
+
+def with_video_parts(tokenizer, template: str) -> str:
+    """``template``, laying out ``{"type": "video"}`` parts as ``<video>`` where an image LLM's template knows
+    images only (LLaVA-1.5/NeXT: each image part becomes ``<image>``; a video part is then laid out the same way,
+    with ``<video>``)."""
+    if _renders_video(tokenizer, template):
+        return template
+    match = IMAGE_LOOP.search(template)
+    if match:
+        video_loop = match.group(0).replace("'image')", "'video')").replace("<image>", "<video>")
+        patched = template[: match.end()] + video_loop + template[match.end() :]
+        if _renders_video(tokenizer, patched):
+            return patched
+    raise ConfigError("the source's chat template lays out images only, in a way vllm_i2v cannot extend to video "
+                      "parts; give the source a chat_template.jinja that renders {'type': 'video'} as <video>")
+
+
+def _renders_video(tokenizer, template: str) -> bool:
+    probe = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "PROBE"}]}]
+    return "<video>" in tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
 
 
 def _takes_parts(tokenizer, template: str) -> bool:
