@@ -57,8 +57,8 @@ def server():
     assert not demo.root.exists()  # uploads removed at shutdown
 
 
-def call(url: str, body: bytes | dict | None = None, headers: dict | None = None):
-    """(status, parsed JSON or NDJSON lines) of one request."""
+def call(url: str, body=None, headers: dict | None = None):
+    """(status, parsed JSON or NDJSON lines) of one request; ``body``: a dict (sent as JSON), bytes or chunks."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     headers = {"Content-Type": "application/json", **(headers or {})} if isinstance(body, dict) else headers or {}
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
@@ -139,6 +139,9 @@ def test_bad_uploads_are_the_clis_one_line_errors(server, tmp_path):
     assert status == 400 and body["error"].startswith("error: clip.mp4: not a readable video")
     assert "\n" not in body["error"]
     status, body = call(f"{base}/api/tab-dddddddd/upload", b"0" * (3 * 2**20), {"X-Filename": "big.mp4"})
+    assert status == 413 and "larger than 2 MB" in body["error"]
+    chunks = iter([b"0" * 2**20] * 3)  # no Content-Length (chunked): the server counts as it reads
+    status, body = call(f"{base}/api/tab-dddddddd/upload", chunks, {"X-Filename": "big.mp4"})
     assert status == 413 and "larger than 2 MB" in body["error"]
     assert not list((demo.root / "tab-dddddddd").glob("upload-*"))  # nothing bad is kept
     assert call(f"{base}/api/tab-dddddddd/ask", {"question": "Hi?"})[0] == 200  # the tab goes on (no video yet)

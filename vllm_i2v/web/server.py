@@ -106,6 +106,7 @@ class DemoServer:
             Route("/api/{tab}/frames", self.frames, methods=["POST"]),
             Route("/api/{tab}/transcript", self.transcript),
         ]
+
         @asynccontextmanager
         async def lifespan(app):
             yield
@@ -119,6 +120,9 @@ class DemoServer:
 
     async def upload(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
+        too_large = JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
+        if int(request.headers.get("content-length") or 0) > self.upload_limit:
+            return too_large  # said up front; the count below holds a sender that does not say
         name = Path(request.headers.get("x-filename", "") or "upload").name
         target = tab.folder / f"upload-{uuid.uuid4().hex[:8]}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-100:]}"
         size = 0
@@ -128,7 +132,7 @@ class DemoServer:
                 if size > self.upload_limit:
                     out.close()
                     target.unlink(missing_ok=True)
-                    return JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
+                    return too_large
                 out.write(chunk)
         try:
             result = await asyncio.to_thread(self.set_video, tab, target, name)
