@@ -194,6 +194,10 @@ def test_in_a_real_browser(server, tmp_path):
         driver.find_element(By.ID, "upload").send_keys(str(corrupt))
         wait.until(lambda d: "not a readable video" in d.find_element(By.ID, "error").text)
         assert driver.find_element(By.ID, "error").text.startswith("error: ")
+        big = tmp_path / "big.mp4"
+        big.write_bytes(b"0" * (3 * 2**20))
+        driver.find_element(By.ID, "upload").send_keys(str(big))
+        wait.until(lambda d: "larger than the 2 MB upload limit" in d.find_element(By.ID, "error").text)
     finally:
         driver.quit()
         for key in env:

@@ -120,20 +120,17 @@ class DemoServer:
 
     async def upload(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
-        too_large = JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
-        if int(request.headers.get("content-length") or 0) > self.upload_limit:
-            return too_large  # said up front; the count below holds a sender that does not say
         name = Path(request.headers.get("x-filename", "") or "upload").name
         target = tab.folder / f"upload-{uuid.uuid4().hex[:8]}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-100:]}"
         size = 0
         with open(target, "wb") as out:
-            async for chunk in request.stream():
+            async for chunk in request.stream():  # past the limit: read on (a client cut off mid-send sees no reply)
                 size += len(chunk)
-                if size > self.upload_limit:
-                    out.close()
-                    target.unlink(missing_ok=True)
-                    return too_large
-                out.write(chunk)
+                if size <= self.upload_limit:
+                    out.write(chunk)
+        if size > self.upload_limit:
+            target.unlink()
+            return JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
         try:
             result = await asyncio.to_thread(self.set_video, tab, target, name)
         except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
