@@ -89,7 +89,7 @@ def test_upload_ask_stream_and_transcript(server, tmp_path):
 
 
 def test_tabs_have_their_own_conversations_and_one_answer_at_a_time(server):
-    _, base = server
+    demo, base = server
     for tab in ("tab-bbbbbbbb", "tab-cccccccc"):
         assert call(f"{base}/api/{tab}/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
     results = {}
@@ -99,7 +99,10 @@ def test_tabs_have_their_own_conversations_and_one_answer_at_a_time(server):
 
     first = threading.Thread(target=ask, args=("b1", "tab-bbbbbbbb", "Describe the video."))
     first.start()
-    time.sleep(0.3)  # the first answer is streaming now
+    deadline = time.time() + 30
+    while not demo.tabs["tab-bbbbbbbb"].busy.locked():  # until the first answer is streaming
+        assert time.time() < deadline
+        time.sleep(0.005)
     ask("b2", "tab-bbbbbbbb", "How many objects are there?")  # same tab: refused
     ask("c", "tab-cccccccc", "How many objects are there?")  # another tab: waits its turn
     first.join()
