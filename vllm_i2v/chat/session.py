@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from ..atomic import write_text_atomic
+from ..models.modeling import common_prefix_length
 from ..video import UniformSampler, read_video
 
 
@@ -139,7 +140,7 @@ class ChatSession:
         messages = self.messages + [{"role": "user", "content": f"{token}\n{question}" if first else question}]
         frame_counts = [self.frame_count] if self.video else []
         ids, _ = self.processor.expanded_ids(messages, frame_counts, add_generation_prompt=True)
-        common = min(_common_prefix(self.cached_ids, ids), len(ids) - 1)  # at least one token to prefill
+        common = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)  # at least one token to prefill
         stale = self.cache.get_seq_length() - common
         if stale > 0:
             self.cache.crop(-stale)  # keep only the keys and values of the shared prefix
@@ -173,12 +174,3 @@ class ChatSession:
         self.cached_ids = ids + new_ids[:-1]  # the last token's keys and values are not computed yet
         self.messages = messages + [{"role": "assistant", "content": answer}]
         return answer, times
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -27,6 +27,16 @@ from .vision import VisionTower
 warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class VideoLLM(PreTrainedModel):
     """A video chat model. ``forward`` returns the LLM's output (loss when ``labels`` are given);
     ``generate`` returns only the new tokens."""
@@ -196,11 +206,8 @@ class VideoLLM(PreTrainedModel):
         left of that rest, after the prefix) is prefilled per row. ``visual_tokens[i]``: row ``i``'s visual
         tokens in order. Returns the new tokens, shape ``(B, new_tokens)``, as :meth:`generate` does.
         """
-        shared = min(len(row) for row in rows) - 1  # every row keeps at least one token to prefill
-        for position, ids in enumerate(zip(*rows)):
-            if position >= shared or any(i != ids[0] for i in ids):
-                shared = position
-                break
+        # the ids all rows begin with; every row keeps at least one token to prefill
+        shared = min([len(row) - 1 for row in rows] + [common_prefix_length(rows[0], row) for row in rows[1:]])
         first = visual_tokens[0]
         same_visual = all(len(v) == len(first) and all(torch.equal(a, b) for a, b in zip(v, first)) for v in visual_tokens)
         if not same_visual:  # placeholder ids are alike whatever they stand for: share only what precedes them
