@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vllm_i2v.cli import SAMPLE_VIDEO, main
+from vllm_i2v.bundled import SAMPLE_VIDEO
+from vllm_i2v.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ def video_root(tmp_path_factory):
     write_video(root / "a.mp4", random_frames(12, 32, 32), fps=4)
     write_video(root / "b.mkv", random_frames(12, 32, 32), fps=4)
     (root / "clips" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    (root / "clips" / "empty.mp4").write_bytes(b"")
+    (root / "clips" / "notes.mp4").write_text("not a video at all\n")
     return root
 
 
@@ -68,11 +70,39 @@ def test_conversion_round_trips(tmp_path, records, via):
     back_to = {id(LLAVA): "llava", id(VCG): "vcg", id(VIDEOCHAT2): "videochat2"}[id(records)]
     convert_file(src, tmp_path / "mid.jsonl", via)
     convert_file(tmp_path / "mid.jsonl", tmp_path / "back.json", back_to)
-    back = json.loads((tmp_path / "back.json").read_text())
-    if back_to == "llava":  # ids of llava rows survive; extra fields too
-        assert back == records
-    else:
-        assert [{k: r[k] for k in records[0]} for r in back] == records
+    assert json.loads((tmp_path / "back.json").read_text()) == records  # every field, ids included
+
+
+# one question per row, ids and extra fields: what every layout can hold
+SINGLE_TURN = {
+    "llava": [{"id": "train_00000_0", "video": "train_00000.mp4", "type": "counting",
+               "conversations": [{"from": "human", "value": "<video>\nHow many objects are there?"}, {"from": "gpt", "value": "2"}]},
+              {"video": "b.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "A star."}]}],
+    "vcg": [{"id": "q1", "video_id": "v_abc", "q": "What moves?", "a": "A star.", "split": "val"},
+            {"video_id": "v_def", "q": "How many?", "a": "2"}],
+    "videochat2": [{"id": 7, "video": "clips/a.mp4", "QA": [{"i": "", "q": "What moves?", "a": "A star."}], "source": "x"},
+                   {"video": "clips/b.mp4", "QA": [{"i": "", "q": "How many?", "a": "2"}]}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout, via", [(a, b) for a in SINGLE_TURN for b in SINGLE_TURN if a != b])
+def test_single_question_rows_round_trip_through_every_layout(tmp_path, layout, via):
+    src = dump(tmp_path / "src.json", SINGLE_TURN[layout])
+    convert_file(src, tmp_path / "mid.jsonl", via)
+    convert_file(tmp_path / "mid.jsonl", tmp_path / "back.json", layout)
+    assert json.loads((tmp_path / "back.json").read_text()) == SINGLE_TURN[layout]
+
+
+def test_conversion_never_overwrites_by_accident(tmp_path, capsys):
+    src = dump(tmp_path / "l.json", LLAVA)
+    before = src.read_text()
+    assert main(["data", "convert", str(src), str(src), "--to", "llava", "--overwrite"]) == 2
+    assert "is the source file" in capsys.readouterr().err and src.read_text() == before
+    (tmp_path / "out.json").write_text("keep me")
+    assert main(["data", "convert", str(src), str(tmp_path / "out.json"), "--to", "videochat2"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err and (tmp_path / "out.json").read_text() == "keep me"
+    assert main(["data", "convert", str(src), str(tmp_path / "out.json"), "--to", "videochat2", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())[0]["QA"][0]["q"] == "What moves?"
 
 
 def test_conversion_refuses_what_the_target_cannot_hold(tmp_path):
@@ -96,6 +126,14 @@ BAD_ROWS = [
     ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}]}, "nothing to train on"),
     ({"video": "clips/a.mp4", "conversations": [{"from": "robot", "value": "<video>\nQ"}]}, "unknown speaker 'robot'"),
     ({"video": "clips/a.mp4"}, "not a known layout"),
+    ({"video": 5, "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "video must be a file name (a string), got 5"),
+    ({"video": "", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, 'video is "", not a file name'),
+    ({"video": ".", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, 'video is ".", not a file name'),
+    ({"video": "clips/..", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "names the video root itself"),
+    ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": None}]}, "turn 2 (assistant) is null, not text"),
+    ({"video": "clips/corrupt.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/corrupt.mp4: not a readable video"),
+    ({"video": "clips/empty.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/empty.mp4: empty file"),
+    ({"video": "clips/notes.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/notes.mp4: not a readable video"),
 ]  # fmt: skip
 
 
@@ -103,12 +141,32 @@ BAD_ROWS = [
 def test_check_names_every_bad_row(tmp_path, video_root, jsonl):
     good = LLAVA[1]
     path = dump(tmp_path / "mixed.json", [good] + [row for row, _ in BAD_ROWS], jsonl)
-    rows, problems = check_file(path, video_root)
-    assert rows == len(BAD_ROWS) + 1
+    report = check_file(path, video_root)
+    problems = report.problems
+    assert report.rows == len(BAD_ROWS) + 1 and report.bad_rows == len(BAD_ROWS)
     for n, (_, cause) in enumerate(BAD_ROWS, start=1):
         where = f"mixed.json:{n + 1}: " if jsonl else f"mixed.json[{n}]: "
         assert any(where in line and cause in line for line in problems), (where, cause, problems)
     assert not any(("mixed.json:1: " if jsonl else "mixed.json[0]: ") in line for line in problems)
+    assert report.kinds["video not decodable"] == 3 and report.kinds["unreadable row"] == 6
+    assert "3 video not decodable" in report.summary(path)
+    fast = check_file(path, video_root, decode=False)  # paths and text only: the undecodable files pass
+    assert fast.bad_rows == len(BAD_ROWS) - 3 and "video not decodable" not in fast.kinds
+
+
+def test_check_reads_past_bad_lines_and_bytes(tmp_path, video_root, capsys):
+    good = json.dumps(LLAVA[1]).encode()
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(good + b"\n{\"video\": \"clips/\xff.mp4\"}\n" + b"{not json\n" + good + b"\n")
+    assert main(["data", "check", str(path), "--video-root", str(video_root)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}:2: not UTF-8 text (byte 17 of the line)"
+    assert out[1].startswith(f"{path}:3: not valid JSON")
+    assert out[2] == f"{path}: 4 rows, 2 with problems (2 unreadable row)"
+    listing = tmp_path / "list.json"
+    listing.write_bytes(b'[{"id": "\xff"}]')
+    assert main(["data", "check", str(listing)]) == 2  # a JSON list that cannot be read is one error for the file
+    assert capsys.readouterr().err.strip() == f"error: {listing}: not UTF-8 text (byte 9)"
 
 
 def test_check_against_the_model_context(tmp_path, video_root, saved_model):

@@ -260,6 +260,7 @@ def test_config_naming_an_unknown_projector(saved_model, tmp_path):
     config = json.loads((saved_model / "config.json").read_text())
     config["projector"] = {"type": "resampler"}
     (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").symlink_to(saved_model / "model.safetensors")
     with pytest.raises(ConfigError, match="unknown projector 'resampler'; known projectors: stpool, adapool, qformer, mlp"):
         VideoLLM.from_pretrained(tmp_path)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from vllm_i2v.bundled import DEFAULT_MODEL
-from vllm_i2v.cli import SAMPLE_VIDEO
+from vllm_i2v.bundled import SAMPLE_VIDEO
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -146,9 +146,97 @@ def test_bad_uploads_are_the_clis_one_line_errors(server, tmp_path):
     chunks = iter([b"0" * 2**20] * 3)  # no Content-Length (chunked): the server counts as it reads
     status, body = call(f"{base}/api/tab-dddddddd/upload", chunks, {"X-Filename": "big.mp4"})
     assert status == 413 and "larger than 2 MB" in body["error"]
+    png_magic = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100  # PyAV raises its PermissionError on it
+    status, body = call(f"{base}/api/tab-dddddddd/upload", png_magic, {"X-Filename": "fake.png"})
+    assert status == 400 and body["error"].startswith("error: fake.png: not a readable video") and "\n" not in body["error"]
     assert not list((demo.root / "tab-dddddddd").glob("upload-*"))  # nothing bad is kept
-    assert call(f"{base}/api/tab-dddddddd/ask", {"question": "Hi?"})[0] == 200  # the tab goes on (no video yet)
+    status, body = call(f"{base}/api/tab-dddddddd/ask", {"question": "Hi?"})  # the tab goes on, and says why not
+    assert status == 400 and "no video is loaded" in body["error"]
     assert call(f"{base}/api/../etc/ask", {"question": "Hi?"})[0] in (400, 404)
+
+
+def send_partial_upload(base: str, tab: str, sent: int, declared: int) -> None:
+    """A client that starts an upload and disconnects halfway."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        head = f"POST /api/{tab}/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\nX-Filename: a.mp4\r\n\r\n"
+        conn.sendall(head.encode() + b"0" * sent)
+        time.sleep(0.3)
+
+
+def wait_for(condition, seconds: float = 10) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_aborted_uploads_leave_nothing_and_storage_is_bounded(server, tmp_path):
+    demo, base = server
+    for _ in range(5):
+        send_partial_upload(base, "tab-ffffffff", sent=300_000, declared=1_500_000)
+    wait_for(lambda: not list((demo.root / "tab-ffffffff").glob("upload-*")))
+    clip = SAMPLE_VIDEO.read_bytes()
+    limit = demo.storage_limit
+    try:  # room for about two clips: a third upload evicts the least recently used tab
+        demo.storage_limit = int(2.5 * len(clip))
+        for tab in ("tab-store001", "tab-store002", "tab-store003"):
+            assert call(f"{base}/api/{tab}/upload", clip, {"X-Filename": "c.mp4"})[0] == 200
+        assert "tab-store001" not in demo.tabs and demo.stored_bytes() <= demo.storage_limit
+        demo.storage_limit = len(clip) // 2  # not even one clip fits beside the tab's own: refused, nothing kept
+        status, body = call(f"{base}/api/tab-store003/upload", clip, {"X-Filename": "c.mp4"})
+        assert status == 507 and "upload space (0" in body["error"]
+        assert len(list((demo.root / "tab-store003").glob("upload-*"))) == 1  # only the clip it already had
+    finally:
+        demo.storage_limit = limit
+
+
+@pytest.mark.parametrize("body", [b'{"question":', b"[1]", b'{"question": ["a list"]}', b'{"question": "\xff"}', b""])
+def test_malformed_bodies_are_400_with_a_json_message(server, body):
+    _, base = server
+    assert call(f"{base}/api/tab-gggggggg/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
+    status, answer = call(f"{base}/api/tab-gggggggg/ask", body, {"Content-Type": "application/json"})
+    assert status == 400 and answer["error"].startswith("error: ") and "Traceback" not in answer["error"]
+
+
+def test_inputs_are_checked_exactly_and_no_server_path_shows(server, tmp_path):
+    demo, base = server
+    assert call(f"{base}/api/tab-hhhhhhhh%0A/sample", {"name": SAMPLE_VIDEO.name})[0] == 400  # a full match only
+    assert call(f"{base}/api/tab-hhhhhhhh/upload", SAMPLE_VIDEO.read_bytes(), {"X-Filename": "holiday.mp4"})[0] == 200
+    assert call(f"{base}/api/tab-hhhhhhhh/frames", {"frames": True})[0] == 400
+    assert call(f"{base}/api/tab-hhhhhhhh/ask", {"question": "How many objects are there?"})[0] == 200
+    status, transcript = call(f"{base}/api/tab-hhhhhhhh/transcript")
+    assert transcript["video"] == "holiday.mp4" and str(demo.root) not in json.dumps(transcript)
+    assert call(f"{base}/api/tab-hhhhhhhh/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
+    status, transcript = call(f"{base}/api/tab-hhhhhhhh/transcript")
+    assert transcript["video"] == SAMPLE_VIDEO.name and str(SAMPLE_VIDEO.parent) not in json.dumps(transcript)
+
+
+def test_limits_are_shown_as_set():
+    from vllm_i2v.web.server import megabytes
+
+    assert (megabytes(2**19), megabytes(200 * 2**20), megabytes(int(1.25 * 2**20))) == ("0.5 MB", "200 MB", "1.25 MB")
+
+
+def test_sigterm_stops_the_server_promptly_despite_a_stalled_client(tmp_path):
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "vllm_i2v.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert "vllm-i2v demo on" in proc.stdout.readline()
+        wait_for(lambda: call(f"http://127.0.0.1:{port}/api/info")[0] == 200, 60)
+        host = ("127.0.0.1", port)
+        stalled = socket.create_connection(host)  # an upload that never finishes
+        stalled.sendall(b"POST /api/tab-stalled1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0000")
+        wait_for(lambda: list(tmp_path.glob("vllm_i2v_serve_*/tab-stalled1/upload-*")))
+        started = time.time()
+        proc.terminate()
+        proc.wait(timeout=15)
+        assert time.time() - started < 8 and not list(tmp_path.glob("vllm_i2v_serve_*"))
+        stalled.close()
+    finally:
+        proc.kill()
 
 
 def test_serve_warns_when_bound_beyond_this_machine(tmp_path):

@@ -27,6 +27,16 @@ def atomic_path(path) -> Iterator[Path]:
         raise
 
 
+def respect_umask(folder) -> None:
+    """Give the files in ``folder`` the mode new files get here (``0666`` less the umask): writers that go through
+    private temporary files (mode 0600) otherwise leave them unreadable to everyone else."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~mask)
+
+
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

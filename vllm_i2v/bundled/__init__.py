@@ -6,3 +6,4 @@
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "shapes-smollm2"
+SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "sample.mp4"  # the demo clip the model knows

@@ -9,65 +9,63 @@ import sys
 from pathlib import Path
 
 from ..bundled import DEFAULT_MODEL
-from ..errors import CheckpointError, ConfigError, VllmI2VError
+from ..errors import ConfigError, VllmI2VError
 from .session import ChatSession
 
 HELP = """commands:
   /video PATH   talk about another video (starts a new conversation)
   /reset        forget the conversation, keep the video
-  /frames N     sample N frames (re-encodes the video)
+  /frames N     sample N frames (re-encodes the video; the conversation goes on over the new frames)
   /save FILE    write the transcript as JSON
   /help         this list
   /quit         leave (so does end of input, Ctrl-D)
 Ctrl-C stops an answer mid-way."""
 
 
-def load_chat_model(args):
-    """``(model, processor)`` from --model (default: the bundled shapes-world model), or built from
-    --vision/--llm/--projector (training-free)."""
+def load_chat_model(model=None, vision=None, llm=None, projector: str | None = None):
+    """``(model, processor)`` from a checkpoint folder (default: the bundled shapes-world model), or built from a
+    vision tower and an LLM with a new projector between them (answers mean nothing until it is trained)."""
     from ..models import VideoLLMProcessor, build_video_llm
-    from ..models.checkpoint import TRAINABLE_WEIGHTS, load_model
+    from ..models.checkpoint import load_model
+    from ..models.projectors import DEFAULT_PROJECTOR
 
-    if args.vision or args.llm:
-        if not (args.vision and args.llm):
+    if vision or llm:
+        if not (vision and llm):
             raise ConfigError("building from parts needs both --vision and --llm")
-        return build_video_llm({"vision": args.vision, "llm": args.llm, "projector": {"type": args.projector}})
-    path = Path(args.model) if args.model else DEFAULT_MODEL
-    if not args.model and not (path / "config.json").is_file():
+        kind = projector or DEFAULT_PROJECTOR["type"]
+        print(f"warning: the {kind} projector between --vision and --llm has new, untrained weights: answers mean "
+              "nothing until it is trained (vllm-i2v train), or start from a converted LLaVA (vllm-i2v convert)",
+              file=sys.stderr)  # fmt: skip
+        return build_video_llm({"vision": vision, "llm": llm, "projector": {"type": kind}})
+    path = Path(model) if model else DEFAULT_MODEL
+    if not model and not (path / "config.json").is_file():
         raise ConfigError(f"the bundled model is missing from {path} (scripts/build_demo_model.sh rebuilds it); pass --model DIR")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no config.json)")
-    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json", TRAINABLE_WEIGHTS)):
-        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no model.safetensors or {TRAINABLE_WEIGHTS})")
     return load_model(path), VideoLLMProcessor.from_pretrained(path)
 
 
-def run_chat(args) -> int:
-    model, processor = load_chat_model(args)
-    session = ChatSession(model, processor, num_frames=args.frames or model.config.num_frames,
-                          max_new_tokens=args.max_new_tokens)  # fmt: skip
-    if args.video:
-        session.set_video(args.video)
-    if args.question:
-        return _scripted(session, args)
-    return _interactive(session, args)
+def run_chat(session: ChatSession, questions: list[str] | None = None, as_json: bool = False, verbose: bool = False) -> int:
+    """Answer ``questions`` in order and print the answers (or, ``as_json``, the turns as JSON), or with none talk
+    interactively."""
+    if questions:
+        return _scripted(session, questions, as_json, verbose)
+    return _interactive(session, verbose)
 
 
-def _scripted(session: ChatSession, args) -> int:
+def _scripted(session: ChatSession, questions: list[str], as_json: bool, verbose: bool) -> int:
     results = []
-    for question in args.question:
+    for question in questions:
         answer, times = session.ask(question)
         results.append({"question": question, "answer": answer, "seconds": round(times.generate, 3)})
-        if not args.json:
+        if not as_json:
             print(answer, flush=True)
-            if args.verbose:
+            if verbose:
                 print(f"  [{times.describe()}]", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"video": session.video, "turns": results}, ensure_ascii=False, indent=1))
+    if as_json:
+        print(json.dumps({"video": session.video_label, "turns": results}, ensure_ascii=False, indent=1))
     return 0
 
 
-def _interactive(session: ChatSession, args) -> int:
+def _interactive(session: ChatSession, verbose: bool) -> int:
     _enable_line_editing()
     print(f"video: {session.video or '(none: /video PATH)'} · {session.num_frames} frames · /help for commands")
     while True:
@@ -86,7 +84,7 @@ def _interactive(session: ChatSession, args) -> int:
                 if _command(session, line) == "quit":
                     return 0
                 continue
-            _answer(session, line, args.verbose)
+            _answer(session, line, verbose)
         except VllmI2VError as exc:
             print(f"error: {exc}")
 
@@ -118,7 +116,7 @@ def _command(session: ChatSession, line: str) -> str | None:
         print("conversation reset")
     elif name == "/frames" and rest.isdigit() and int(rest) > 0:
         session.set_frames(int(rest))
-        print(f"{session.num_frames} frames")
+        print(f"{session.num_frames} frames (video re-encoded; the conversation goes on)")
     elif name == "/save" and rest:
         print(f"saved {session.save(rest)}")
     else:

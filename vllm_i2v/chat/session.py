@@ -18,7 +18,7 @@ import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from ..atomic import write_text_atomic
-from ..models.modeling import common_prefix_length
+from ..models.processor import common_prefix_length
 from ..video import UniformSampler, read_video
 
 
@@ -86,6 +86,7 @@ class ChatSession:
 
     def __post_init__(self):
         self.video: str | None = None
+        self.video_label: str | None = None
         self.visual_tokens: list[torch.Tensor] = []
         self.frame_count = 0
         self.messages: list[dict] = []
@@ -96,8 +97,14 @@ class ChatSession:
 
     # --- state ------------------------------------------------------------------------------------------
 
-    def set_video(self, path) -> None:
-        """Decode and encode ``path`` once, and start a new conversation about it."""
+    def set_video(self, path, label: str | None = None) -> None:
+        """Decode and encode ``path`` once, and start a new conversation about it. ``label`` is how transcripts
+        name the video (default: the path; the web demo gives the user's own file name, not its server path)."""
+        self._encode(path)
+        self.video_label = label or str(path)
+        self.reset()
+
+    def _encode(self, path) -> None:
         started = time.perf_counter()
         budget = self.processor.max_frames(reserved_tokens=self.max_new_tokens + 256)
         clip = read_video(path, UniformSampler(self.num_frames), max_frames=budget)
@@ -106,23 +113,27 @@ class ChatSession:
         with torch.no_grad():
             tokens = self.model.encode_visual(pixels, [len(clip.frames)])
         self.video, self.visual_tokens, self.frame_count = str(path), tokens, len(clip.frames)
-        self.reset()
         self.pending = TurnTimes(decode=decoded - started, encode=time.perf_counter() - decoded)
 
     def reset(self) -> None:
         """Forget the conversation (the video's visual tokens are kept)."""
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self._drop_cache()
+
+    def _drop_cache(self) -> None:
         self.cache = DynamicCache()
         self.cached_ids = []
 
     def set_frames(self, num_frames: int) -> None:
-        """Sample ``num_frames`` frames from now on; re-encodes the current video."""
+        """Sample ``num_frames`` frames from now on. The current video is re-encoded and the conversation kept:
+        the next turn prefills it again over the new visual tokens."""
         self.num_frames = num_frames
         if self.video:
-            self.set_video(self.video)
+            self._encode(self.video)
+            self._drop_cache()
 
     def transcript(self) -> dict:
-        return {"video": self.video, "num_frames": self.num_frames, "messages": list(self.messages)}
+        return {"video": self.video_label, "num_frames": self.num_frames, "messages": list(self.messages)}
 
     def save(self, path) -> Path:
         """Write the transcript as JSON (atomically)."""
@@ -156,7 +167,7 @@ class ChatSession:
                 out = self.model.language_model.generate(
                     inputs_embeds=embeds,
                     attention_mask=torch.ones_like(input_ids),
-                    past_key_values=self.cache,
+                    cache=self.cache,
                     max_new_tokens=self.max_new_tokens,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_Cancel(self.cancel)]),

@@ -3,36 +3,91 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..atomic import write_text_atomic
-from .formats import DataError, parse_record, read_records, to_records
-from .validate import check_length, check_sample
+from ..errors import VllmI2VError
+from .formats import DataError, parse_record, read_records, resolve_inside, to_records
+from .validate import Problem, check_length, check_sample
 
 
-def check_file(path, video_root=None, fmt: str = "auto", processor=None, num_frames: int = 8) -> tuple[int, list[str]]:
-    """``(rows, problems)``: every problem of every row, each line starting with the row's location."""
+@dataclass
+class CheckReport:
+    """What ``data check`` found: the rows read, one ``location: problem`` line per problem, and how many rows
+    have each kind of problem."""
+
+    rows: int
+    problems: list[str] = field(default_factory=list)
+    kinds: Counter = field(default_factory=Counter)
+
+    @property
+    def bad_rows(self) -> int:
+        return len({line.split(": ", 1)[0] for line in self.problems})
+
+    def summary(self, path) -> str:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common())
+        return f"{path}: {self.rows} rows, {self.bad_rows} with problems" + (f" ({kinds})" if kinds else "")
+
+
+def check_file(
+    path, video_root=None, fmt: str = "auto", processor=None, num_frames: int = 8, decode: bool = True
+) -> CheckReport:
+    """Every problem of every row that training would skip, each line starting with the row's location.
+
+    With ``decode`` (default), ``num_frames`` frames of each row's video are decoded, as training does, so an
+    empty, truncated or non-video file is found (each file once, however many rows name it).
+    """
+    from ..video import UniformSampler, read_video
+
     records = read_records(path)
-    problems = []
-    for location, record in records:
+    report = CheckReport(len(records))
+    decoded: dict[Path, str | None] = {}  # file -> why it cannot be decoded (None: fine)
+    root = Path(video_root) if video_root else None
+    bar = tqdm(records, desc="checking rows", unit="row", dynamic_ncols=True, disable=not decode or len(records) < 50)
+    for location, record in bar:
         try:
             sample = parse_record(location, record, fmt)
         except DataError as exc:
-            problems.append(str(exc))
+            report.problems.append(str(exc))
+            report.kinds["unreadable row"] += 1
             continue
-        found = check_sample(sample, Path(video_root) if video_root else None)
+        found = check_sample(sample, root)
         if processor is not None and not found:
             too_long = check_length(sample, processor, num_frames)
             found += [too_long] if too_long else []
-        problems += [f"{location}: {p}" for p in found]
-    return len(records), problems
+        if decode and not found and sample.visual is not None:
+            file = resolve_inside(root, sample.visual, location) if root else Path(sample.visual)
+            if file not in decoded:
+                try:
+                    read_video(file, UniformSampler(num_frames if sample.video is not None else 1), timeout=60)
+                    decoded[file] = None
+                except VllmI2VError as exc:
+                    decoded[file] = str(exc)
+            if decoded[file]:
+                found.append(Problem("video not decodable", decoded[file]))
+        report.problems += [f"{location}: {p}" for p in found]
+        report.kinds.update({p.kind for p in found})
+    return report
 
 
-def convert_file(src, dst, to: str, fmt: str = "auto", split_turns: bool = False) -> tuple[int, int]:
+def convert_file(
+    src, dst, to: str, fmt: str = "auto", split_turns: bool = False, overwrite: bool = False
+) -> tuple[int, int]:
     """Convert a dataset between layouts, losslessly or not at all (a row the target cannot hold is an error).
 
-    Writes JSONL when ``dst`` ends in ``.jsonl``, else a JSON list; atomically. Returns (rows read, rows written).
+    Writes JSONL when ``dst`` ends in ``.jsonl``, else a JSON list; atomically. An existing ``dst`` is refused
+    unless ``overwrite``; the source itself never. Returns (rows read, rows written).
     """
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise DataError(f"{dst}: is the source file; write the conversion to another file")
+    if dst.exists() and not overwrite:
+        raise DataError(f"{dst}: exists; pass --overwrite to replace it")
     records = read_records(src)
     out = []
     for location, record in records:

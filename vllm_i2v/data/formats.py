@@ -37,7 +37,7 @@ class DataError(VllmI2VError):
 class Sample:
     """One training or evaluation conversation about at most one video or image."""
 
-    id: str
+    id: str | None  # the row's id as written (None: the row has none)
     messages: list[dict]
     video: str | None = None  # path (or VCG video id) as written in the file, relative to the video root
     image: str | None = None
@@ -68,14 +68,14 @@ def _from_llava(record: dict) -> Sample:
             raise ValueError(f"unknown speaker {turn.get('from')!r} (known: {', '.join(ROLE_FROM)})")
         messages.append({"role": role, "content": turn.get("value", "")})
     extra = {k: v for k, v in record.items() if k not in ("id", "video", "image", "conversations")}
-    return Sample(str(record.get("id", "")), messages, record.get("video"), record.get("image"), extra=extra)
+    return Sample(record.get("id"), messages, record.get("video"), record.get("image"), extra=extra)
 
 
 def _from_vcg(record: dict) -> Sample:
     video_id = str(record.get("video_id", record.get("video", "")))
     messages = [{"role": "user", "content": f"<video>\n{record['q']}"}, {"role": "assistant", "content": record["a"]}]
-    extra = {k: v for k, v in record.items() if k not in ("video_id", "video", "q", "a")}
-    return Sample(video_id, messages, video_id, extra=extra)
+    extra = {k: v for k, v in record.items() if k not in ("id", "video_id", "video", "q", "a")}
+    return Sample(record.get("id"), messages, video_id, extra=extra)
 
 
 def _from_videochat2(record: dict) -> Sample:
@@ -87,46 +87,80 @@ def _from_videochat2(record: dict) -> Sample:
         question = f"<video>\n{qa['q']}" if n == 0 else qa["q"]
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": qa["a"]}]
     extra = {k: v for k, v in record.items() if k not in ("video", "QA", "id")}
-    return Sample(str(record.get("id", record.get("video", ""))), messages, record.get("video"), extra=extra)
+    return Sample(record.get("id"), messages, record.get("video"), extra=extra)
 
 
 READERS = {"llava": _from_llava, "vcg": _from_vcg, "videochat2": _from_videochat2}
 
 
-def read_records(path) -> list[tuple[str, dict]]:
-    """``(location, record)`` pairs of a JSON list or a JSONL file."""
+class BadRecord:
+    """A row that could not even be read (invalid JSON, not UTF-8); :func:`parse_record` reports it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def read_records(path) -> list[tuple[str, object]]:
+    """``(location, record)`` pairs of a JSON list or a JSONL file. In a JSONL file a line that is not UTF-8
+    or not valid JSON is a :class:`BadRecord` (a row with a problem; the others still read); a JSON list that
+    cannot be read is a :class:`DataError` for the whole file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such dataset file") from None
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a dataset file") from None
+    if data.lstrip().startswith(b"["):
         try:
-            records = json.loads(text)
+            records = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return [(f"{path}[{i}]", r) for i, r in enumerate(records)]
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    pairs: list[tuple[str, object]] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
         try:
-            pairs.append((f"{path}:{number}", json.loads(line)))
+            pairs.append((f"{path}:{number}", json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            pairs.append((f"{path}:{number}", BadRecord(f"not UTF-8 text (byte {exc.start} of the line)")))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            pairs.append((f"{path}:{number}", BadRecord(f"not valid JSON ({exc.msg})")))
+    if not pairs:
+        raise DataError(f"{path}: no rows (an empty file)")
     return pairs
+
+
+def _check_fields(sample: Sample) -> None:
+    """Field types a layout reader cannot check: paths are non-empty strings, turns are strings."""
+    for key in ("video", "image"):
+        value = getattr(sample, key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a file name (a string), got {json.dumps(value)}")
+        if value.strip() in ("", "."):
+            raise ValueError(f"{key} is {json.dumps(value)}, not a file name")
+    for n, message in enumerate(sample.messages, start=1):
+        if not isinstance(message["content"], str):
+            raise ValueError(f"turn {n} ({message['role']}) is {json.dumps(message['content'])[:40]}, not text")
 
 
 def parse_record(location: str, record, fmt: str = "auto") -> Sample:
     """One record as a :class:`Sample`; a malformed record is a :class:`DataError` naming its location."""
     try:
+        if isinstance(record, BadRecord):
+            raise ValueError(record.reason)
         if not isinstance(record, dict):
             raise ValueError(f"a record is a JSON object, got {type(record).__name__}")
         layout = detect_format(record) if fmt == "auto" else fmt
         if layout not in READERS:
             raise ConfigError(f"unknown dataset format {fmt!r}; known: auto, {', '.join(FORMATS)}")
         sample = READERS[layout](record)
+        _check_fields(sample)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         missing = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise DataError(f"{location}: {missing}") from None
@@ -142,8 +176,13 @@ def load_samples(path, fmt: str = "auto") -> list[Sample]:
 # --- writing ---------------------------------------------------------------------------------------------
 
 
+def _identified(sample: Sample) -> dict:
+    """``{"id": ...}`` when the row has an id, else nothing (a conversion adds no field)."""
+    return {} if sample.id is None else {"id": sample.id}
+
+
 def _to_llava(sample: Sample) -> list[dict]:
-    record = {"id": sample.id}
+    record = _identified(sample)
     if sample.video is not None:
         record["video"] = sample.video
     if sample.image is not None:
@@ -176,7 +215,7 @@ def _to_videochat2(sample: Sample) -> list[dict]:
         raise ValueError("videochat2 rows need a video")
     system, pairs = _qa_pairs(sample)
     qa = [{"i": system if n == 0 else "", "q": q, "a": a} for n, (q, a) in enumerate(pairs)]
-    return [{"id": sample.id, "video": sample.video, "QA": qa, **sample.extra}]
+    return [{**_identified(sample), "video": sample.video, "QA": qa, **sample.extra}]
 
 
 def _to_vcg(sample: Sample, split_turns: bool = False) -> list[dict]:
@@ -187,7 +226,7 @@ def _to_vcg(sample: Sample, split_turns: bool = False) -> list[dict]:
         raise ValueError("vcg rows cannot hold a system instruction")
     if len(pairs) > 1 and not split_turns:
         raise ValueError(f"{len(pairs)} turns: vcg rows hold one question each (use --split-turns to write one row per turn)")
-    return [{"video_id": sample.video, "q": q, "a": a, **sample.extra} for q, a in pairs]
+    return [{**_identified(sample), "video_id": sample.video, "q": q, "a": a, **sample.extra} for q, a in pairs]
 
 
 def to_records(sample: Sample, fmt: str, split_turns: bool = False) -> list[dict]:
@@ -223,8 +262,11 @@ def resolve_inside(root: Path, name: str, source: str) -> Path:
     user placed inside the root are followed.
     """
     root = Path(os.path.abspath(root))
-    if not Path(os.path.normpath(root / name)).is_relative_to(root):
+    target = Path(os.path.normpath(root / name))
+    if not target.is_relative_to(root):
         raise DataError(f"{source}: video {name!r} leads outside the video root {root}")
+    if target == root:
+        raise DataError(f"{source}: video {name!r} names the video root itself, not a file in it")
     found = find_video(root, name)
     if found is None:
         raise DataError(f"{source}: video {name!r} not found under {root}")

@@ -162,9 +162,12 @@ def _combos(split: str) -> list[tuple[str, str]]:
     return [combo for combo in every if combo not in HELD_OUT_COMBOS]
 
 
-def sample_scene(rng: np.random.Generator, split: str = "train", video: bool = True, canvas: int = 224) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False
+) -> Scene:
     """One random scene. ``split``: ``train`` / ``test`` (seen combinations, training durations),
-    ``heldout-combos`` (at least one object of an unseen colour–shape pair), ``long`` (clips of 7–8 s)."""
+    ``heldout-combos`` (at least one object of an unseen colour–shape pair), ``long`` (clips of 7–8 s).
+    ``every_object``: see :func:`questions` (the scene itself is the same either way)."""
     durations = LONG_DURATIONS if split == "long" else TRAIN_DURATIONS
     duration = float(rng.uniform(*durations)) if video else 0.0
     count = int(rng.integers(1, 4))
@@ -182,7 +185,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train", video: bool = T
         pool = _combos("train")
         objects.append(_sample_object(rng, color, shape, duration, canvas, objects))
     scene = Scene(canvas=canvas, background=int(rng.integers(0, 65)), objects=objects, duration=duration)
-    scene.questions = questions(scene, rng)
+    scene.questions = questions(scene, rng, every_object)
     return scene
 
 
@@ -218,29 +221,34 @@ def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
     return ax < bx + b.size and bx < ax + a.size and ay < by + b.size and by < ay + a.size
 
 
-def questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
+def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False) -> list[dict]:
     """QA pairs about a scene. A video: attribute, counting, motion (``subtype`` direction or moving-or-still),
     temporal order, caption, in a random order. A still: its caption first (what stage-0 pretraining reads),
-    counting, attribute."""
+    counting, attribute. Attribute and motion questions are about one object drawn at random, or with
+    ``every_object`` about each object in turn (both attribute questions, each mover's direction, each object's
+    state): more supervision per clip for training, where every question is trained on its own."""
     qa = []
     objects = scene.objects
-    obj = objects[int(rng.integers(len(objects)))]
-    if rng.random() < 0.5:
-        qa.append({"type": "attribute", "question": f"What color is the {obj.shape}?", "answer": obj.color})
-    else:
-        qa.append({"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape})
+    chosen = objects if every_object else [objects[int(rng.integers(len(objects)))]]
+    for obj in chosen:
+        asks = ("color", "shape") if every_object else (("color",) if rng.random() < 0.5 else ("shape",))
+        for ask in asks:
+            if ask == "color":
+                qa.append({"type": "attribute", "question": f"What color is the {obj.shape}?", "answer": obj.color})
+            else:
+                qa.append({"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape})
     qa.append({"type": "counting", "question": "How many objects are there?", "answer": str(len(objects))})
     if scene.duration == 0:
         return [{"type": "caption", "question": "Describe the image.", "answer": scene.caption()}, *qa[::-1]]
     movers = [o for o in objects if o.direction]
     if movers:
-        mover = movers[int(rng.integers(len(movers)))]
-        qa.append({"type": "motion", "subtype": "direction", "question": f"Which direction does the {mover.name} move?",
-                   "answer": mover.direction})
-    other = objects[int(rng.integers(len(objects)))]
-    state = "moving" if other.direction else "still"
-    qa.append({"type": "motion", "subtype": "moving-or-still", "question": f"Is the {other.name} moving or still?",
-               "answer": state})
+        for mover in movers if every_object else [movers[int(rng.integers(len(movers)))]]:
+            qa.append({"type": "motion", "subtype": "direction", "question": f"Which direction does the {mover.name} move?",
+                       "answer": mover.direction})  # fmt: skip
+    for other in objects if every_object else [objects[int(rng.integers(len(objects)))]]:
+        state = "moving" if other.direction else "still"
+        qa.append({"type": "motion", "subtype": "moving-or-still", "question": f"Is the {other.name} moving or still?",
+                   "answer": state})  # fmt: skip
     entries = sorted(o.enter for o in objects)
     if len(objects) > 1 and entries[1] - entries[0] >= 0.5:
         first = min(objects, key=lambda o: o.enter)
@@ -249,21 +257,25 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
     return [qa[i] for i in rng.permutation(len(qa))]  # in a random order: a model must read the question
 
 
-def scene_for(seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224) -> Scene:
+def scene_for(
+    seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False
+) -> Scene:
     """Scene ``index`` of a split, reproducible from ``seed`` alone (splits draw from separate streams)."""
     stream = {"train": 0, "test": 1, "heldout-combos": 2, "long": 3, "images": 4}[split if video else "images"]
     rng = np.random.default_rng([seed, stream, index])
-    return sample_scene(rng, split if video else "train", video=video, canvas=canvas)
+    return sample_scene(rng, split if video else "train", video=video, canvas=canvas, every_object=every_object)
 
 
 def write_split(
-    out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False
+    out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False,
+    every_object: bool = False,
 ) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
     (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
     ``single_turn`` one conversation per question, so no answer can be read off an earlier turn) and
-    ``{split}_qa.json`` (one row per question with its type, for evaluation). Existing clips are kept, so an
-    interrupted run resumes; the same seed writes the same files. Returns counts per question type."""
+    ``{split}_qa.json`` (one row per question with its type, for evaluation). ``every_object``: questions about
+    each object (:func:`questions`), for training. Existing clips are kept, so an interrupted run resumes; the
+    same seed writes the same files. Returns counts per question type."""
     import json
     from pathlib import Path
 
@@ -279,7 +291,7 @@ def write_split(
     name = split if video else "images"
     conversations, rows, counts = [], [], {}
     for index in tqdm(range(count), desc=f"shapes {name}", dynamic_ncols=True):
-        scene = scene_for(seed, index, split, video, canvas)
+        scene = scene_for(seed, index, split, video, canvas, every_object)
         relative = f"{name}_{index:05d}.{'mp4' if video else 'png'}"
         if not (media / relative).exists():
             if video:

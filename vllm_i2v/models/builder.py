@@ -21,23 +21,19 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, respect_umask
 from ..cache import cache_dir
 from ..errors import ConfigError
+from ..logs import progress_bars
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
 from .modeling import VideoLLM
 from .preprocess import PreprocessSpec
 from .processor import VideoLLMProcessor, prepare_tokenizer
+from .spec import check_build_spec, load_build_spec, resolve_package_path
 from .vision import feature_geometry, load_pretrained_vision
 
 logger = logging.getLogger(__name__)
-
-BUILD_KEYS = {
-    "vision", "llm", "tokenizer", "projector", "vision_feature_layer", "vision_feature_select", "vision_lora",
-    "num_frames", "dtype", "trust_remote_code",
-}  # fmt: skip
-
 
 def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file.
@@ -45,6 +41,7 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     A GGUF file is converted once (dequantized to float) into a plain safetensors checkpoint in the cache
     (:func:`~vllm_i2v.cache.cache_dir`), which every later load reads: seconds faster, and trainable.
     """
+    source = resolve_package_path(source)
     if str(source).endswith(".gguf"):
         source = str(converted_gguf(Path(source)))
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
@@ -68,7 +65,8 @@ def converted_gguf(path: Path) -> Path:
         return target
     logger.warning("converting %s into %s (once)", path, target)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model, info = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, output_loading_info=True)
+    with progress_bars():  # ~15 s on first use: show it
+        model, info = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, output_loading_info=True)
     check_loading_info(path, "LLM", info, kinds=("missing_keys", "mismatched_keys"))
     model.hf_quantizer.remove_quantization_config(model)  # dequantized already; the marker blocks saving
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +74,7 @@ def converted_gguf(path: Path) -> Path:
         with atomic_path(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            respect_umask(tmp)
     except OSError:
         if not (target / "config.json").is_file():
             raise
@@ -93,39 +92,55 @@ def vision_part(spec, dtype=None, trust_remote_code: bool = False):
         return model, PreprocessSpec.from_dict(spec.get("preprocess") or {})
     if not isinstance(spec, str):
         raise ConfigError(f"vision must be a path, a hub id or {{random_init: {{model_type: ...}}}}, got {spec!r}")
+    spec = resolve_package_path(spec)
     return load_pretrained_vision(spec, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def build_video_llm(spec: dict) -> tuple[VideoLLM, VideoLLMProcessor]:
-    """Build an untrained-projector VideoLLM and its processor from a build spec (see module docstring)."""
-    unknown = set(spec) - BUILD_KEYS
-    if unknown:
-        raise ConfigError(f"unknown build keys {sorted(unknown)}; known: {sorted(BUILD_KEYS)}")
-    for key in ("vision", "llm"):
-        if key not in spec:
-            raise ConfigError(f"build spec needs {key!r}")
-    dtype = getattr(torch, spec.get("dtype", "float32"))
-    remote = bool(spec.get("trust_remote_code", False))
+    """Build an untrained-projector VideoLLM and its processor from a build spec (see :class:`BuildSpec`)."""
+    spec = check_build_spec(spec)
+    dtype = getattr(torch, spec["dtype"])
+    remote = spec["trust_remote_code"]
     vision_model, preprocess = vision_part(spec["vision"], dtype, remote)
     llm, tokenizer = load_llm(spec["llm"], dtype=dtype, trust_remote_code=remote)
     if spec.get("tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"], trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_package_path(spec["tokenizer"]), trust_remote_code=remote)
     video_id, image_id = prepare_tokenizer(tokenizer)
 
     grid, prefix_tokens = feature_geometry(vision_model, preprocess)
     config = VideoLLMConfig(
         vision_config=vision_model.config.to_dict(),
         text_config=llm.config.to_dict(),
-        projector=spec.get("projector") or {"type": "stpool"},
-        vision_feature_layer=int(spec.get("vision_feature_layer", -2)),
-        vision_feature_select=spec.get("vision_feature_select", "patch"),
+        projector=spec["projector"],
+        vision_feature_layer=spec["vision_feature_layer"],
+        vision_feature_select=spec["vision_feature_select"],
         vision_preprocess=preprocess.to_dict(),
         vision_grid=list(grid),
         vision_prefix_tokens=prefix_tokens,
-        vision_lora=spec.get("vision_lora"),
+        vision_lora=spec["vision_lora"],
         video_token_id=video_id,
         image_token_id=image_id,
-        num_frames=int(spec.get("num_frames", 8)),
+        num_frames=spec["num_frames"],
     )
     model = VideoLLM(config, vision_model=vision_model, language_model=llm).to(dtype).eval()
     return model, VideoLLMProcessor(tokenizer, config)
+
+
+def build_checkpoint(spec_path, out, overrides: list[str] = ()) -> tuple[Path, int]:
+    """``vllm-i2v build``: build from the spec file (with overrides) and save the checkpoint to ``out``
+    atomically, with the spec it came from. Returns the folder and the parameter count."""
+    import yaml
+
+    spec = load_build_spec(spec_path, overrides)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not empty; choose another output folder")
+    vision = spec["vision"] if isinstance(spec["vision"], str) else "random init"
+    logger.warning("building from %s (vision: %s, llm: %s, projector: %s)", spec_path, vision, spec["llm"],
+                   spec["projector"].get("type"))  # fmt: skip
+    model, processor = build_video_llm(spec)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "build_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out, sum(p.numel() for p in model.parameters())

@@ -15,15 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, respect_umask, write_text_atomic
 from ..errors import CheckpointError
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
 from .lora import add_lora, merge_lora
 from .modeling import VideoLLM
+from .validity import TRAINABLE_INDEX, TRAINABLE_WEIGHTS, check_checkpoint
 
-TRAINABLE_WEIGHTS = "trainable.safetensors"
-TRAINABLE_INDEX = "trainable.json"
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:
@@ -73,9 +72,10 @@ def load_trainable(model: VideoLLM, path) -> None:
 
 def load_model(path, **kwargs) -> VideoLLM:
     """Load a full or trainable-only checkpoint (its base first, itself possibly trainable-only, then the
-    adapters and trained weights)."""
+    adapters and trained weights) or a parts bundle; a broken one is a one-line :class:`CheckpointError`."""
+    check_checkpoint(path)
     if not is_trainable_only(path):
-        return VideoLLM.from_pretrained(path, **kwargs)
+        return VideoLLM.from_pretrained(path, **kwargs)  # (which sends trainable-only folders back here)
     index = json.loads((Path(path) / TRAINABLE_INDEX).read_text())
     if "base_parts" in index:
         model = _load_parts(Path(path), index["base_parts"])
@@ -139,17 +139,17 @@ def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> P
         VideoLLMProcessor.from_pretrained(checkpoint).save_pretrained(tmp)
         index = {"base_parts": {"vision": "tower", "llm": llm_source}, "weights": sorted(names)}
         write_text_atomic(tmp / TRAINABLE_INDEX, json.dumps(index, indent=1) + "\n")
+        respect_umask(tmp)
     return out_dir
 
 
 def _load_parts(path: Path, parts: dict) -> VideoLLM:
     """The base model of a parts bundle: its tower folder and the LLM it names, under the bundle's config."""
     from .builder import load_llm
-    from .spec import resolve_package_path
     from .vision import load_pretrained_vision
 
     config = VideoLLMConfig.from_pretrained(path)
     config.llm_lora = config.vision_lora = None  # attached afterwards, from the bundle's own config
     vision, _ = load_pretrained_vision(str(path / parts["vision"]), dtype=torch.float32)
-    llm, _ = load_llm(resolve_package_path(parts["llm"]), dtype=torch.float32)
+    llm, _ = load_llm(parts["llm"], dtype=torch.float32)
     return VideoLLM(config, vision_model=vision, language_model=llm).eval()

@@ -7,7 +7,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..errors import ConfigError
 from .preprocess import PreprocessSpec
-from .projectors import FeatureLayout, projector_class
+from .projectors import DEFAULT_PROJECTOR, FeatureLayout, projector_class
 
 CHAT_CONTENT = ("text", "parts")
 
@@ -58,7 +58,7 @@ class VideoLLMConfig(PreTrainedConfig):
                 setattr(self, key, CONFIG_MAPPING[value.pop("model_type", default_type)](**value))
         super().__post_init__(**kwargs)
         if self.projector is None:
-            self.projector = {"type": "stpool"}
+            self.projector = dict(DEFAULT_PROJECTOR)
         projector_class(self.projector).resolve(self.projector)  # unknown name or setting: fail now
         if self.chat_content not in CHAT_CONTENT:
             raise ConfigError(f"chat_content must be one of {CHAT_CONTENT}, got {self.chat_content!r}")

@@ -8,33 +8,25 @@ KV caching and generation are the LLM's own.
 
 from __future__ import annotations
 
-import warnings
+import inspect
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, DynamicCache, GenerationConfig, PreTrainedModel
 from transformers import initialization as init
 
+from ..atomic import respect_umask
 from ..errors import PromptError
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
 from .lora import add_lora
 from .preprocess import PreprocessSpec
+from .processor import IGNORE_INDEX, common_prefix_length
+from .validity import TRAINABLE_INDEX, check_checkpoint
 from .projectors import build_projector
 from .vision import VisionTower
 
-# transformers >= 5.24 renames ``past_key_values`` to ``cache``; the old name is what every supported 5.x takes.
-warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    """How many leading ids ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class VideoLLM(PreTrainedModel):
@@ -167,13 +159,54 @@ class VideoLLM(PreTrainedModel):
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
         **kwargs,
     ):
         """The LLM's output over the merged embeddings; ``vision_features`` (cached tower output) may stand in
-        for ``pixel_values``."""
+        for ``pixel_values``.
+
+        With ``labels``, logits are computed only where a label follows (the LM head over every position costs a
+        fifth of a small LLM's training compute and nearly all of it is thrown away) and the loss is the LLM's own
+        loss function over them; ``logits`` then holds only those positions, ``(B, K, vocab)``.
+        ``segment_ids`` (``(B, L)``: -1 padding, 0 a shared prefix, k > 0 branch k; with ``position_ids``) lays
+        out several conversations that share a prefix in one row: each branch attends to the prefix and to
+        itself only (see :meth:`VideoLLMProcessor.encode` with ``independent_turns``).
+        """
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values, frame_counts, vision_features)
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        if segment_ids is not None:
+            attention_mask = self.branch_attention_mask(segment_ids, inputs_embeds.dtype)
+        if labels is None or not self._keeps_some_logits:
+            return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+        positions = (shift_labels != IGNORE_INDEX).any(0).nonzero()[:, 0]
+        num_items = kwargs.pop("num_items_in_batch", None)
+        output = self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=positions, **kwargs
+        )
+        output.loss = self.language_model.loss_function(
+            logits=output.logits, labels=None, shift_labels=shift_labels[:, positions],
+            vocab_size=self.language_model.config.vocab_size, num_items_in_batch=num_items,
+        )  # fmt: skip
+        return output
+
+    @property
+    def _keeps_some_logits(self) -> bool:
+        """Whether the LLM's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+        return "logits_to_keep" in inspect.signature(type(self.language_model).forward).parameters
+
+    def branch_attention_mask(self, segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(B, 1, L, L)`` mask from ``segment_ids``: causal, a branch sees the shared prefix (0) and itself,
+        padding (-1) sees only itself. Boolean for SDPA (True: attend), additive (0 / min) for other kernels."""
+        length = segment_ids.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+        query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+        allowed = causal & (key != -1) & ((key == 0) | (key == query))
+        allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)  # padding rows attend to themselves
+        allowed = allowed[:, None]
+        if self.language_model.config._attn_implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
     @torch.no_grad()
     def generate(
@@ -217,7 +250,7 @@ class VideoLLM(PreTrainedModel):
         cache = DynamicCache(config=self.language_model.config)
         if shared:
             decoder = self.language_model.base_model  # no LM head: the prefix needs keys and values, not logits
-            decoder(inputs_embeds=embeds[0][:, :shared], past_key_values=cache, use_cache=True)
+            decoder(inputs_embeds=embeds[0][:, :shared], cache=cache, use_cache=True)
             cache.batch_repeat_interleave(len(rows))
         width = max(len(ids) for ids in rows) - shared
         dim = embeds[0].shape[-1]
@@ -227,18 +260,29 @@ class VideoLLM(PreTrainedModel):
         for b, row in enumerate(embeds):
             rest = row.shape[1] - shared
             batch[b, shared + width - rest :], mask[b, shared + width - rest :] = row[0, shared:], 1
-        return self.language_model.generate(inputs_embeds=batch, attention_mask=mask, past_key_values=cache, **generate_kwargs)
+        return self.language_model.generate(inputs_embeds=batch, attention_mask=mask, cache=cache, **generate_kwargs)
 
     # --- save / load --------------------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory, **kwargs):
-        """Save config, safetensors weights and the LLM's generation config."""
+        """Save config, safetensors weights and the LLM's generation config (files readable as the umask says:
+        transformers writes weight shards through private temporary files, mode 0600)."""
         super().save_pretrained(save_directory, **kwargs)
         self.language_model.generation_config.save_pretrained(save_directory)
+        respect_umask(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load a checkpoint; any missing, unexpected or mismatched weight is a :class:`CheckpointError`."""
+        """Load any VideoLLM checkpoint folder: full, trainable-only (with its chain of bases) or a parts bundle
+        (the bundled model among them). Any missing, unexpected or mismatched weight is a :class:`CheckpointError`;
+        a broken folder is one too, before anything loads."""
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            check_checkpoint(path)
+            if (path / TRAINABLE_INDEX).is_file():
+                from .checkpoint import load_model  # its loader builds on this one
+
+                return load_model(path, **kwargs)
         return_info = kwargs.pop("output_loading_info", False)
         kwargs["ignore_mismatched_sizes"] = True  # report mismatches (raised below, by name) instead of a bare error
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
@@ -248,4 +292,3 @@ class VideoLLM(PreTrainedModel):
         except OSError:
             pass
         return (model, info) if return_info else model
-

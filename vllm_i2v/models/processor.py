@@ -18,10 +18,21 @@ from transformers import AutoTokenizer
 from ..errors import BudgetError, PromptError
 from .configuration import VideoLLMConfig
 from .preprocess import FramePreprocessor, PreprocessSpec
+from .validity import check_checkpoint
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -55,7 +66,9 @@ class VideoLLMProcessor:
 
     @classmethod
     def from_pretrained(cls, path, config: VideoLLMConfig | None = None) -> "VideoLLMProcessor":
-        config = config or VideoLLMConfig.from_pretrained(path)
+        if config is None:
+            check_checkpoint(path)
+            config = VideoLLMConfig.from_pretrained(path)
         return cls(AutoTokenizer.from_pretrained(path), config)
 
     def save_pretrained(self, path) -> None:
@@ -162,20 +175,87 @@ class VideoLLMProcessor:
 
     def encode(
         self, messages: list[dict], visuals=(), add_generation_prompt: bool = True, with_labels: bool = False,
-        name: str = "conversation", features: list[torch.Tensor] | None = None,
+        name: str = "conversation", features: list[torch.Tensor] | None = None, independent_turns: bool = False,
     ) -> dict:
         """One conversation: ``input_ids`` (placeholders expanded), ``labels`` (or None) and ``pixel_values``
         (one ``(T, 3, H, W)`` tensor per visual input). :meth:`collate` batches such rows.
 
         ``features`` replaces ``visuals`` with vision-tower features ``(T, N, D)`` computed earlier (a feature
-        cache); the row then carries ``vision_features`` instead of ``pixel_values``.
+        cache); the row then carries ``vision_features`` instead of ``pixel_values``. ``independent_turns``
+        (training): see :meth:`branch_ids`.
         """
         if features is not None:
-            ids, labels = self.expanded_ids(messages, [f.shape[0] for f in features], add_generation_prompt, with_labels, name)
-            return {"input_ids": ids, "labels": labels, "vision_features": list(features)}
-        frames = [self._frames_of(x) for x in visuals]
-        ids, labels = self.expanded_ids(messages, [f.shape[0] for f in frames], add_generation_prompt, with_labels, name)
-        return {"input_ids": ids, "labels": labels, "pixel_values": [self.frame_preprocessor(f) for f in frames]}
+            counts, visual = [f.shape[0] for f in features], {"vision_features": list(features)}
+        else:
+            frames = [self._frames_of(x) for x in visuals]
+            counts, visual = [f.shape[0] for f in frames], {"pixel_values": [self.frame_preprocessor(f) for f in frames]}
+        if independent_turns:
+            return {**self.branch_ids(messages, counts, name), **visual}
+        ids, labels = self.expanded_ids(messages, counts, add_generation_prompt, with_labels, name)
+        return {"input_ids": ids, "labels": labels, **visual}
+
+    def branch_ids(self, messages: list[dict], frame_counts: list[int], name: str = "conversation") -> dict:
+        """A multi-turn conversation trained as independent one-question conversations about the same visuals.
+
+        Each user/assistant exchange becomes its own conversation (the system message, the first question's
+        leading ``<video>``/``<image>`` placeholders, the question, the answer), so no answer can be read off an
+        earlier turn. They share their prefix (system prompt and visual tokens), which is laid out once: the row
+        is the prefix followed by every exchange's remainder, with ``position_ids`` continuing the prefix in each
+        and ``segment_ids`` (0 prefix, k exchange k) from which the model builds an attention mask where each
+        exchange sees the prefix and itself only. The loss equals that of the exchanges as separate rows, at the
+        cost of one prefix instead of one per exchange. Returns ``input_ids``, ``labels``, ``position_ids``,
+        ``segment_ids``.
+        """
+        system = [m for m in messages if m["role"] == "system"]
+        turns = [m for m in messages if m["role"] != "system"]
+        if not turns or len(turns) % 2 or any(
+            (a["role"], b["role"]) != ("user", "assistant") for a, b in zip(turns[::2], turns[1::2])
+        ):
+            raise PromptError(f"{name}: independent turns need user/assistant exchanges")
+        lead = self._leading_placeholders(turns[0]["content"], name)
+        branches = []
+        for k, (user, reply) in enumerate(zip(turns[::2], turns[1::2])):
+            content = user["content"] if k == 0 else self._prepend(lead, user["content"])
+            conversation = [*system, {"role": "user", "content": content}, reply]
+            branches.append(self.expanded_ids(conversation, frame_counts, False, True, name))
+        first = branches[0][0]
+        shared = min([len(ids) - 1 for ids, _ in branches] + [common_prefix_length(first, ids) for ids, _ in branches[1:]])
+        slots = [i for i, t in enumerate(first) if t in self.placeholder_kind]
+        later = any(t in self.placeholder_kind for ids, _ in branches[1:] for t in ids[shared:])
+        if (slots and slots[-1] >= shared) or later:
+            raise PromptError(f"{name}: the exchanges do not share their visual tokens (the chat template lays them "
+                              "out differently per question), so they cannot be trained as independent turns")
+        row = {"input_ids": first[:shared], "labels": branches[0][1][:shared],
+               "position_ids": list(range(shared)), "segment_ids": [0] * shared}  # fmt: skip
+        for k, (ids, labels) in enumerate(branches, start=1):
+            row["input_ids"] += ids[shared:]
+            row["labels"] += labels[shared:]
+            row["position_ids"] += list(range(shared, len(ids)))
+            row["segment_ids"] += [k] * (len(ids) - shared)
+        return row
+
+    def _leading_placeholders(self, content, name: str):
+        """The placeholders the first question begins with (a string, or a list of parts)."""
+        if isinstance(content, str):
+            tokens = "|".join(re.escape(t) for t in (self.config.video_token, self.config.image_token))
+            match = re.match(rf"\s*(?:(?:{tokens})\s*)+", content)
+            if match:
+                return match.group(0)
+        else:
+            lead = []
+            for part in content:
+                if part.get("type") == "text":
+                    break
+                lead.append(part)
+            if lead:
+                return lead
+        raise PromptError(f"{name}: independent turns need the first question to begin with its <video>/<image> placeholders")
+
+    @staticmethod
+    def _prepend(lead, content):
+        if isinstance(lead, str):
+            return lead + (content if isinstance(content, str) else " ".join(p["text"] for p in content if p.get("type") == "text"))
+        return lead + ([{"type": "text", "text": content}] if isinstance(content, str) else list(content))
 
     def expanded_ids(
         self, messages: list[dict], frame_counts: list[int], add_generation_prompt: bool = True,
@@ -202,6 +282,13 @@ class VideoLLMProcessor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if with_labels:
             batch["labels"] = labels
+        if any("segment_ids" in row for row in rows):  # independent turns: positions and segments, padded
+            batch["position_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
+            batch["segment_ids"] = torch.full((len(rows), width), -1, dtype=torch.long)
+            for b, row in enumerate(rows):
+                length = len(row["input_ids"])
+                batch["position_ids"][b, width - length :] = torch.as_tensor(row.get("position_ids", range(length)))
+                batch["segment_ids"][b, width - length :] = torch.as_tensor(row.get("segment_ids", [0] * length))
         for key in ("pixel_values", "vision_features"):
             stacks = [p for row in rows for p in row.get(key, ())]
             if stacks:

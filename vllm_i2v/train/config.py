@@ -1,60 +1,91 @@
 """Training configs: one YAML file (``configs/train/*.yaml``) naming the model, the data, what trains, and
-transformers' ``TrainingArguments``; ``key=value`` overrides on the command line."""
+transformers' ``TrainingArguments``; ``key=value`` overrides on the command line.
+
+The schema below is the one place each knob and its default is defined. :func:`load_train_config` checks the
+whole config before anything loads — every key, type, choice and range, the ``training:`` section against
+transformers' own ``TrainingArguments``, the ``lora:`` sections against peft's ``LoraConfig``, the files it names
+and a writable output folder — and reports every problem at once, one line each.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-from ..errors import ConfigError
+import torch
+from transformers import TrainingArguments
+
 from ..models.spec import load_yaml
+from ..schema import Problems, knob, read, unknown_key
 
-PART_MODES = {"llm": ("frozen", "lora", "full"), "vision": ("frozen", "lora", "full")}
-QUANTIZATION = (None, "nf4", "int8")
+Mode = Literal["frozen", "lora", "full"]
 
-
-def _from_dict(cls, values: dict | None, where: str):
-    values = dict(values or {})
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**values)
+# TrainingArguments this project sets unless the config does (transformers' own defaults otherwise)
+TRAINING_DEFAULTS = {
+    "remove_unused_columns": False,  # the model takes pixel_values and frame_counts
+    "report_to": "none",
+    "logging_steps": 10,
+    "save_strategy": "steps",
+    "save_steps": 500,
+    "save_total_limit": 2,
+    "activation_checkpointing_kwargs": {"use_reentrant": False},
+    "disable_tqdm": False,  # else transformers' log level decides, and ours is "error"
+    "dataloader_pin_memory": torch.cuda.is_available(),
+    "use_cpu": not torch.cuda.is_available(),  # CPU ranks under the deepspeed launcher need it to see each other
+    "train_sampling_strategy": "group_by_length",
+    "dataloader_num_workers": min(4, (os.cpu_count() or 1) // 2),  # decoding workers, as the machine allows
+    "weight_decay": 0.0,
+}
+# lower bounds (inclusive unless marked ">") of TrainingArguments values a typo can make nonsense of
+TRAINING_BOUNDS = {
+    "learning_rate": (">", 0), "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1, "num_train_epochs": (">", 0), "warmup_steps": 0, "weight_decay": 0,
+    "logging_steps": (">", 0), "save_steps": (">", 0), "dataloader_num_workers": 0, "max_grad_norm": 0,
+}  # fmt: skip
 
 
 @dataclass
 class DataConfig:
-    train: str = ""
-    eval: str | None = None
-    video_root: str | None = None
-    format: str = "auto"
-    num_frames: int = 8
-    sampler: str = "segments"  # segments (TSN), uniform, fps
-    random_offset: bool = True  # segments: a random frame in each segment (training) or its middle
-    fps: float | None = None
-    strict: bool = False  # stop at the first bad row instead of skipping it
-    decode_timeout: float = 60.0  # seconds; a video whose decoder hangs longer is skipped and logged
+    train: str = knob("", "the training dataset file (LLaVA, Video-ChatGPT or VideoChat2 layout, JSON or JSONL)")
+    eval: str | None = knob(None, "an evaluation dataset file, evaluated by the Trainer's eval_strategy")
+    video_root: str | None = knob(None, "folder every video path is relative to (and must stay inside)")
+    format: Literal["auto", "llava", "vcg", "videochat2"] = knob("auto", "dataset layout; auto: found per row")
+    num_frames: int = knob(8, "frames sampled per video", minimum=1)
+    sampler: Literal["segments", "uniform", "fps"] = knob("segments", "segments: TSN (a frame per segment); uniform; fps")
+    random_offset: bool = knob(True, "segments: a random frame in each segment (augmentation) instead of its middle")
+    fps: float | None = knob(None, "frames per second, for sampler: fps", above=0)
+    strict: bool = knob(False, "stop at the first bad row instead of skipping it")
+    decode_timeout: float = knob(60.0, "seconds; a video whose decoder hangs longer is skipped and logged", above=0)
+    independent_turns: bool = knob(
+        False, "train each exchange of a multi-turn row as its own one-question conversation (sharing the prefix)"
+    )
 
 
 @dataclass
 class TrainableConfig:
-    projector: bool = True
-    llm: str = "frozen"  # frozen | lora | full
-    vision: str = "frozen"  # frozen | lora | full
+    projector: bool = knob(True, "the temporal projector trains")
+    llm: Mode = knob("frozen", "the LLM: frozen, lora (adapters on its linear layers) or full")
+    vision: Mode = knob("frozen", "the vision tower: frozen, lora (up to the feature layer) or full")
 
 
 @dataclass
 class TrainConfig:
-    model: str | None = None  # a VideoLLM checkpoint (full or trainable-only) to start from
-    build: str | None = None  # or a build spec (configs/model/*.yaml), built once into OUTPUT_DIR/base
-    data: DataConfig = field(default_factory=DataConfig)
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
-    lora: dict = field(default_factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"})
-    vision_lora: dict = field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})
-    quantization: str | None = None  # nf4 | int8: QLoRA, the frozen LLM quantized by bitsandbytes
-    projector_lr: float | None = None  # the projector's own learning rate (default: training.learning_rate)
-    feature_cache: str | None = None  # folder: frozen-tower features extracted once, read every epoch
-    save_full: bool = False  # also write a standalone merged checkpoint to OUTPUT_DIR/final-merged
-    training: dict = field(default_factory=dict)  # transformers TrainingArguments
+    model: str | None = knob(None, "a VideoLLM checkpoint (full, trainable-only or bundle) to start from")
+    build: str | None = knob(None, "or a build spec (configs/model/*.yaml), built once into OUTPUT_DIR/base")
+    data: DataConfig = knob(factory=DataConfig, doc="the data")
+    trainable: TrainableConfig = knob(factory=TrainableConfig, doc="what trains")
+    lora: dict = knob(doc="peft LoraConfig fields for the LLM's adapters",
+                      factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"})  # fmt: skip
+    vision_lora: dict = knob(doc="peft LoraConfig fields for the vision tower's adapters",
+                             factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})  # fmt: skip
+    quantization: Literal["nf4", "int8"] | None = knob(None, "QLoRA: the frozen LLM quantized by bitsandbytes")
+    projector_lr: float | None = knob(None, "the projector's own learning rate (default: training.learning_rate)", above=0)
+    feature_cache: str | None = knob(None, "folder: frozen-tower features extracted once, read every epoch")
+    save_full: bool = knob(False, "also write a standalone merged checkpoint to OUTPUT_DIR/final-merged")
+    training: dict = knob(factory=dict, doc="transformers TrainingArguments (output_dir required)")
 
     def describe_trainable(self) -> str:
         parts = ["projector"] if self.trainable.projector else []
@@ -68,29 +99,95 @@ class TrainConfig:
         return " + ".join(parts) or "nothing"
 
 
-def load_train_config(path, overrides: list[str] = ()) -> TrainConfig:
-    """Read and check a training config; every inconsistency is a one-line :class:`ConfigError`."""
+def load_train_config(path, overrides: list[str] = (), check_files: bool = True) -> TrainConfig:
+    """Read and check a training config; every problem is reported at once in one :class:`ConfigError`.
+
+    ``check_files`` also checks that the files and folders it names exist and that the output folder can be
+    written (off for reading a config on another machine)."""
     values = load_yaml(path, overrides, "training config")
-    where = str(path)
-    data = _from_dict(DataConfig, values.pop("data", None), f"{where}: data")
-    trainable = _from_dict(TrainableConfig, values.pop("trainable", None), f"{where}: trainable")
-    config = _from_dict(TrainConfig, values, where)
-    config.data, config.trainable = data, trainable
+    problems = Problems()
+    config = read(TrainConfig, values, "", problems)
     if bool(config.model) == bool(config.build):
-        raise ConfigError(f"{where}: name exactly one of model (a checkpoint) or build (a build spec)")
-    if not data.train:
-        raise ConfigError(f"{where}: data.train (a dataset file) is required")
-    for part, modes in PART_MODES.items():
-        if getattr(trainable, part) not in modes:
-            raise ConfigError(f"{where}: trainable.{part} must be one of {', '.join(modes)}")
-    if config.quantization not in QUANTIZATION:
-        raise ConfigError(f"{where}: quantization must be nf4, int8 or null")
-    if config.quantization and trainable.llm != "lora":
-        raise ConfigError(f"{where}: a quantized LLM (QLoRA) trains through LoRA: set trainable.llm: lora")
+        problems.add("model/build", "name exactly one of model (a checkpoint) or build (a build spec)")
+    if not config.data.train:
+        problems.add("data.train", "a dataset file is required")
+    if config.quantization and config.trainable.llm != "lora":
+        problems.add("quantization", "a quantized LLM (QLoRA) trains through LoRA: set trainable.llm: lora")
+    trainable = config.trainable
     if not (trainable.projector or trainable.llm != "frozen" or trainable.vision != "frozen"):
-        raise ConfigError(f"{where}: nothing trains (projector false, llm and vision frozen)")
+        problems.add("trainable", "nothing trains (projector false, llm and vision frozen)")
     if config.feature_cache and trainable.vision != "frozen":
-        raise ConfigError(f"{where}: a feature cache needs a frozen vision tower (trainable.vision: frozen)")
-    if "output_dir" not in config.training:
-        raise ConfigError(f"{where}: training.output_dir is required")
+        problems.add("feature_cache", "a feature cache needs a frozen vision tower (trainable.vision: frozen)")
+    for section in ("lora", "vision_lora"):
+        check_lora(getattr(config, section), section, problems)
+    check_training(config.training, problems)
+    if check_files:
+        check_paths(config, problems)
+    problems.raise_if_any(path)
     return config
+
+
+def check_lora(settings: dict, where: str, problems: Problems) -> None:
+    """Keys must be peft ``LoraConfig`` fields."""
+    from peft import LoraConfig
+
+    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    for key in settings:
+        if key not in known:
+            problems.add(f"{where}.{key}", unknown_key(key, known))
+
+
+def training_arguments(config: TrainConfig) -> TrainingArguments:
+    """transformers' ``TrainingArguments`` for ``config``: the project's defaults under the config's own values."""
+    return TrainingArguments(**{**TRAINING_DEFAULTS, **config.training})
+
+
+def check_training(values: dict, problems: Problems) -> None:
+    """The ``training:`` section: keys transformers' ``TrainingArguments`` knows, sane numbers, and whatever
+    ``TrainingArguments`` itself refuses."""
+    known = TrainingArguments.__dataclass_fields__
+    before = len(problems)
+    for key in values:
+        if key not in known:
+            problems.add(f"training.{key}", unknown_key(key, known))
+    for key, bound in TRAINING_BOUNDS.items():
+        value = values.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        strict, low = bound if isinstance(bound, tuple) else ("", bound)
+        if value < low or (strict and value == low):
+            problems.add(f"training.{key}", f"must be {'above' if strict else 'at least'} {low}, got {value}")
+    if "output_dir" not in values:
+        problems.add("training.output_dir", "required (where checkpoints go)")
+    if len(problems) > before:
+        return
+    try:  # transformers' own checks (types, combinations), with a throwaway output folder
+        TrainingArguments(**{**TRAINING_DEFAULTS, **values, "output_dir": values["output_dir"], "deepspeed": None})
+    except (TypeError, ValueError) as exc:
+        problems.add("training", str(exc).splitlines()[0])
+
+
+def check_paths(config: TrainConfig, problems: Problems) -> None:
+    """The files and folders the config names exist; the output folder is (or can be made) a writable folder."""
+    from ..errors import CheckpointError
+    from ..models.validity import check_checkpoint
+
+    for key, value, kind in (("data.train", config.data.train, "file"), ("data.eval", config.data.eval, "file"),
+                             ("data.video_root", config.data.video_root, "folder"), ("build", config.build, "file"),
+                             ("training.deepspeed", config.training.get("deepspeed"), "file")):  # fmt: skip
+        if isinstance(value, str) and not (Path(value).is_file() if kind == "file" else Path(value).is_dir()):
+            problems.add(key, f"{value}: no such {kind}")
+    if config.model:
+        try:
+            check_checkpoint(config.model)
+        except CheckpointError as exc:
+            problems.add("model", str(exc))
+    if not isinstance(config.training.get("output_dir"), str):
+        return
+    output = Path(config.training["output_dir"])
+    if output.exists() and not output.is_dir():
+        problems.add("training.output_dir", f"{output}: exists and is not a folder")
+        return
+    existing = next(p for p in [output, *output.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problems.add("training.output_dir", f"{output}: cannot be written ({existing} is not a writable folder)")

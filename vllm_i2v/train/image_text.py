@@ -24,7 +24,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, respect_umask, write_text_atomic
 from ..data import load_samples
 from ..data.formats import resolve_inside
 from ..errors import ConfigError
@@ -35,9 +35,9 @@ from ..models.preprocess import (
     image_processor_config,
 )
 from ..models.sentence_encoder import DEFAULT_SENTENCE_ENCODER, sentence_embeddings
-from ..models.spec import load_yaml, resolve_package_path
+from ..models.spec import load_yaml
 from ..models.vision import feature_geometry
-from .run import TRAINING_DEFAULTS
+from .config import TRAINING_DEFAULTS
 from .trainer import MetricsProgressCallback
 
 CONFIG_KEYS = {"vision", "text_encoder", "data", "seed", "training"}
@@ -106,7 +106,7 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
         raise ConfigError(f"{config_path}: data needs train (a LLaVA-layout image file) and image_root")
     set_seed(int(config.get("seed", 0)))
     vision, preprocess = vision_part(config["vision"])
-    encoder = resolve_package_path(config.get("text_encoder", DEFAULT_SENTENCE_ENCODER))
+    encoder = config.get("text_encoder", DEFAULT_SENTENCE_ENCODER)
     dataset = CaptionedImages(data["train"], data["image_root"], preprocess, encoder)
     model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
     keep = ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
@@ -121,5 +121,6 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     out = Path(args.output_dir) / "tower"
     with atomic_path(out) as tmp:
         vision.save_pretrained(tmp)
+        respect_umask(tmp)
         write_text_atomic(Path(tmp) / "preprocessor_config.json", json.dumps(image_processor_config(preprocess), indent=2) + "\n")
     return out

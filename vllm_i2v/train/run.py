@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -19,37 +19,11 @@ from ..atomic import write_text_atomic
 from ..data import VideoChatDataset, load_samples
 from ..models.checkpoint import merge_checkpoint
 from ..video import make_sampler
-from .config import TrainConfig, load_train_config
+from .config import TrainConfig, load_train_config, training_arguments
 from .distributed import barrier, gathered
 from .feature_cache import FeatureCache, extract_features, tower_fingerprint
 from .prepare import expected_trainable, parameter_report, prepare_model
 from .trainer import MetricsProgressCallback, TrainabilityCheck, VideoTrainer
-
-
-TRAINING_DEFAULTS = {
-    "remove_unused_columns": False,  # the model takes pixel_values and frame_counts
-    "report_to": "none",
-    "logging_steps": 10,
-    "save_strategy": "steps",
-    "save_steps": 500,
-    "save_total_limit": 2,
-    # renamed in transformers 5.2x; the older name still works there, with a deprecation warning
-    (
-        "activation_checkpointing_kwargs"
-        if "activation_checkpointing_kwargs" in TrainingArguments.__dataclass_fields__
-        else "gradient_checkpointing_kwargs"
-    ): {"use_reentrant": False},
-    "disable_tqdm": False,  # else transformers' log level decides, and ours is "error"
-    "dataloader_pin_memory": torch.cuda.is_available(),
-    "use_cpu": not torch.cuda.is_available(),  # CPU ranks under the deepspeed launcher need it to see each other
-    "train_sampling_strategy": "group_by_length",
-    "dataloader_num_workers": 2,
-    "weight_decay": 0.0,
-}
-
-
-def training_arguments(config: TrainConfig) -> TrainingArguments:
-    return TrainingArguments(**{**TRAINING_DEFAULTS, **config.training})
 
 
 def build_datasets(config: TrainConfig, processor, model, args):
@@ -63,7 +37,7 @@ def build_datasets(config: TrainConfig, processor, model, args):
         sampler = make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=random_offset)
         dataset = VideoChatDataset(
             load_samples(path, data.format), processor, data.video_root, sampler, strict=data.strict,
-            decode_timeout=data.decode_timeout,
+            decode_timeout=data.decode_timeout, independent_turns=data.independent_turns,
         )
         if config.feature_cache:
             dataset.feature_cache = fill_feature_cache(config, dataset, model, args)

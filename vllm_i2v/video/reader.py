@@ -45,7 +45,7 @@ def read_video(
 
     ``path`` may be a video file, a still image (a one-frame video), an animated GIF, or a folder of frames
     (at ``frames_fps``). ``start``/``end`` (seconds) clip the video before sampling. ``max_frames`` caps the
-    sampler (see :func:`vllm_i2v.models.budget.max_frames_for_context`). When more frames are asked for
+    sampler (see :meth:`vllm_i2v.models.VideoLLMProcessor.max_frames`). When more frames are asked for
     than the clip has, frames repeat. Bad input raises :class:`VideoInputError` naming the file and cause.
     With ``timeout`` (seconds), a decoder that hangs is abandoned and the call raises :class:`VideoInputError`
     (decoders hang on some files; a training run skips the row instead of stalling).

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ..errors import VideoInputError
+from ..logs import quiet_decord
 
 IMAGE_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"}
 FRAME_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -55,6 +56,7 @@ class DecordSource(FrameSource):
         super().__init__(path)
         import decord
 
+        quiet_decord()
         self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         self.num_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
@@ -84,24 +86,33 @@ class PyAVSource(FrameSource):
         self._av = av
         try:
             self._container = av.open(str(path))
-        except av.FFmpegError as exc:
+        except av.FFmpegError as exc:  # PyAV's base class: every FFmpeg failure is the one-line error
             raise VideoInputError(path, f"not a readable video or image ({_ffmpeg_reason(exc)})") from None
-        if not self._container.streams.video:
+        try:
+            self._probe_stream()
+        except av.FFmpegError as exc:
             self._container.close()
-            raise VideoInputError(path, "contains no video stream")
+            raise VideoInputError(path, f"not a readable video ({_ffmpeg_reason(exc)})") from None
+        except VideoInputError:
+            self._container.close()
+            raise
+        self.decoded_frames = 0  # frames the decoder produced, to check that only sampled stretches are decoded
+
+    def _probe_stream(self) -> None:
+        """Read the video stream's rate, time base and frame count (demuxing the file when its header lacks them)."""
+        if not self._container.streams.video:
+            raise VideoInputError(self.path, "contains no video stream")
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate:
-            self._container.close()
-            raise VideoInputError(path, "video stream has no frame rate")
+            raise VideoInputError(self.path, "video stream has no frame rate")
         self.fps = float(rate)
         self._rate = Fraction(rate)
         self._time_base = Fraction(stream.time_base)
         self._start_pts = stream.start_time or 0
         self.num_frames = self._count_frames()
-        self.decoded_frames = 0  # frames the decoder produced, to check that only sampled stretches are decoded
 
     def _count_frames(self) -> int:
         stream = self._stream

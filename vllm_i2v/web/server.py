@@ -36,7 +36,7 @@ from ..chat import ChatSession
 from ..errors import VllmI2VError
 
 PAGE = Path(__file__).with_name("page.html")
-TAB_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+TAB_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
 BROWSER_CODECS = {"h264", "vp8", "vp9", "av1"}  # what Chromium plays (MPEG-4 Part 2 it does not)
 MAX_TABS = 32
 BUSY = "an answer is still streaming in this tab; wait for it"
@@ -49,6 +49,7 @@ class Tab:
     session: ChatSession
     folder: Path
     display: Path | None = None
+    upload: Path | None = None  # the tab's uploaded clip, while the session reads it
     busy: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -56,10 +57,12 @@ class DemoServer:
     """The app's state: the model, the tabs' conversations, and the folder uploads live in (removed on close)."""
 
     def __init__(self, model, processor, samples: dict[str, Path], upload_limit: int = 200 * 2**20,
-                 num_frames: int | None = None, max_new_tokens: int = 256):  # fmt: skip
+                 num_frames: int | None = None, max_new_tokens: int = 256,
+                 storage_limit: int | None = None):  # fmt: skip
         self.model, self.processor = model, processor
         self.samples = samples
         self.upload_limit = upload_limit
+        self.storage_limit = storage_limit or 4 * upload_limit  # all tabs' files together
         self.num_frames = num_frames or model.config.num_frames
         self.max_new_tokens = max_new_tokens
         self.model_lock = threading.Lock()  # one tower or LLM call at a time on the shared model
@@ -70,22 +73,40 @@ class DemoServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def tab(self, tab_id: str) -> Tab:
-        if not TAB_ID.match(tab_id):
+        if not TAB_ID.fullmatch(tab_id):
             raise VllmI2VError(f"bad tab id {tab_id!r}")
         if tab_id not in self.tabs:
             while len(self.tabs) >= MAX_TABS:  # forget the least recently used conversation
-                _, old = self.tabs.popitem(last=False)
-                shutil.rmtree(old.folder, ignore_errors=True)
+                self._evict_oldest()
             session = ChatSession(self.model, self.processor, num_frames=self.num_frames, max_new_tokens=self.max_new_tokens)
             self.tabs[tab_id] = Tab(session, self.root / tab_id)
             self.tabs[tab_id].folder.mkdir()
         self.tabs.move_to_end(tab_id)
         return self.tabs[tab_id]
 
+    def _evict_oldest(self, keep: str | None = None) -> bool:
+        """Forget the least recently used tab other than ``keep`` (its conversation and files); False if none."""
+        for tab_id in self.tabs:
+            if tab_id != keep and not self.tabs[tab_id].busy.locked():
+                shutil.rmtree(self.tabs.pop(tab_id).folder, ignore_errors=True)
+                return True
+        return False
+
+    def stored_bytes(self, exclude: Path | None = None) -> int:
+        """Bytes of every tab's files (uploads, player copies) on disk now, but ``exclude``."""
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file() and f != exclude)
+
+    def room_for(self, tab_id: str, incoming: int, exclude: Path) -> int:
+        """Bytes that may still be stored beside everything but ``exclude``, after evicting other tabs (oldest
+        first) as long as ``incoming`` bytes do not fit."""
+        while self.stored_bytes(exclude) + incoming > self.storage_limit and self._evict_oldest(keep=tab_id):
+            pass
+        return self.storage_limit - self.stored_bytes(exclude)
+
     def set_video(self, tab: Tab, path: Path, name: str) -> dict:
         """Decode and encode ``path`` (shown as ``name``) for ``tab``; a bad file raises the CLI's one-line error."""
         with tab.busy, self.model_lock:
-            tab.session.set_video(path)
+            tab.session.set_video(path, label=name)
         try:
             tab.display = display_copy(path, tab.folder)
         except Exception:  # noqa: BLE001 - the model read it; only the page's player goes without
@@ -116,34 +137,47 @@ class DemoServer:
 
     async def info(self, request: Request) -> JSONResponse:
         return JSONResponse({"samples": list(self.samples), "frames": self.num_frames,
-                             "upload_limit_mb": round(self.upload_limit / 2**20, 1)})  # fmt: skip
+                             "upload_limit_mb": self.upload_limit / 2**20})  # fmt: skip
 
     async def upload(self, request: Request) -> JSONResponse:
-        tab = self.tab(request.path_params["tab"])
+        tab_id = request.path_params["tab"]
+        tab = self.tab(tab_id)
         name = Path(request.headers.get("x-filename", "") or "upload").name
         target = tab.folder / f"upload-{uuid.uuid4().hex[:8]}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-100:]}"
-        size = 0
-        with open(target, "wb") as out:
-            async for chunk in request.stream():  # past the limit: read on (a client cut off mid-send sees no reply)
-                size += len(chunk)
-                if size <= self.upload_limit:
-                    out.write(chunk)
+        declared = request.headers.get("content-length", "")
+        room = self.room_for(tab_id, int(declared) if declared.isdigit() else 0, target)
+        size, kept, complete = 0, True, False
+        try:
+            with open(target, "wb") as out:
+                async for chunk in request.stream():  # past a limit: read on (a client cut off mid-send sees no reply)
+                    size += len(chunk)
+                    if kept and size > room:
+                        room = self.room_for(tab_id, size, target)
+                    kept = kept and size <= min(room, self.upload_limit)
+                    if kept:
+                        out.write(chunk)
+            complete = True
+        finally:
+            if not (complete and kept):  # a cut-off or refused upload leaves nothing behind
+                target.unlink(missing_ok=True)
         if size > self.upload_limit:
-            target.unlink()
-            return JSONResponse({"error": f"upload is larger than {self.upload_limit / 2**20:.0f} MB"}, 413)
+            return JSONResponse({"error": f"upload is larger than {megabytes(self.upload_limit)}"}, 413)
+        if not kept:
+            return JSONResponse({"error": f"the server's upload space ({megabytes(self.storage_limit)}) is full; "
+                                 "try again later"}, 507)  # fmt: skip
         try:
             result = await asyncio.to_thread(self.set_video, tab, target, name)
         except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
             target.unlink(missing_ok=True)
             raise VllmI2VError(str(exc).replace(str(target), name)) from None
-        for old in tab.folder.glob("upload-*"):  # the tab's earlier clip is no longer in use
-            if old != target:
-                old.unlink()
+        if tab.upload is not None and tab.upload != target:  # the tab's earlier clip is no longer in use
+            tab.upload.unlink(missing_ok=True)
+        tab.upload = target
         return JSONResponse(result)
 
     async def sample(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
-        name = (await request.json()).get("name")
+        name = await json_field(request, "name", str)
         if name not in self.samples:
             raise VllmI2VError(f"no sample clip named {name!r}; samples: {', '.join(self.samples)}")
         return JSONResponse(await asyncio.to_thread(self.set_video, tab, self.samples[name], name))
@@ -156,9 +190,11 @@ class DemoServer:
 
     async def ask(self, request: Request) -> Response:
         tab = self.tab(request.path_params["tab"])
-        question = str((await request.json()).get("question", "")).strip()
+        question = (await json_field(request, "question", str)).strip()
         if not question:
             return JSONResponse({"error": "empty question"}, 400)
+        if tab.session.video is None:
+            return JSONResponse({"error": "no video is loaded in this tab: upload one or pick the sample first"}, 400)
         if not tab.busy.acquire(blocking=False):
             return JSONResponse({"error": BUSY}, 409)
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
@@ -203,8 +239,8 @@ class DemoServer:
 
     async def frames(self, request: Request) -> JSONResponse:
         tab = self.tab(request.path_params["tab"])
-        frames = (await request.json()).get("frames")
-        if not isinstance(frames, int) or not 1 <= frames <= 256:
+        frames = await json_field(request, "frames", int)
+        if not 1 <= frames <= 256:
             raise VllmI2VError(f"frames must be a whole number from 1 to 256, got {frames!r}")
 
         def apply():
@@ -214,11 +250,34 @@ class DemoServer:
         await asyncio.to_thread(apply)
         return JSONResponse({"frames": tab.session.num_frames})
 
-    async def transcript(self, request: Request) -> Response:
+    async def transcript(self, request: Request) -> Response:  # names the video as the user knows it
         tab = self.tab(request.path_params["tab"])
         body = json.dumps(tab.session.transcript(), indent=1, ensure_ascii=False) + "\n"
         headers = {"Content-Disposition": 'attachment; filename="transcript.json"'}
         return Response(body, media_type="application/json", headers=headers)
+
+
+class BadRequest(VllmI2VError):
+    """A request body the API cannot use (answered 400 with a JSON message)."""
+
+
+async def json_field(request: Request, key: str, kind: type):
+    """Field ``key`` of the request's JSON object body, of type ``kind``; anything else is a :class:`BadRequest`."""
+    try:
+        body = json.loads((await request.body()).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
+    value = body.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):  # JSON true is no frame count
+        raise BadRequest(f"{key!r} must be {'a string' if kind is str else 'a whole number'}, got {json.dumps(value)}")
+    return value
+
+
+def megabytes(size: int) -> str:
+    """``size`` bytes as the user set it: ``200 MB``, ``0.5 MB``."""
+    return f"{size / 2**20:.3g} MB"
 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:

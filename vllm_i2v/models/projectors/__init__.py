@@ -10,6 +10,7 @@ from .qformer import QFormerProjector
 from .slowfast import SlowFastPooling
 from .stpool import SpatioTemporalPooling
 
+DEFAULT_PROJECTOR = {"type": "stpool"}  # a build spec or config that names none gets this one
 PROJECTORS: dict[str, type[TemporalProjector]] = {
     cls.name: cls for cls in (SpatioTemporalPooling, AdaptivePooling, QFormerProjector, FrameMLP, SlowFastPooling)
 }
@@ -28,4 +29,4 @@ def build_projector(settings: dict, layout: FeatureLayout, vision_dim: int, llm_
     return projector_class(settings)(settings, layout, vision_dim, llm_dim)
 
 
-__all__ = ["PROJECTORS", "FeatureLayout", "TemporalProjector", "build_projector", "projector_class"]
+__all__ = ["DEFAULT_PROJECTOR", "PROJECTORS", "FeatureLayout", "TemporalProjector", "build_projector", "projector_class"]

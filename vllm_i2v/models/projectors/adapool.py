@@ -27,15 +27,34 @@ from torch import nn
 
 from ...errors import ConfigError
 from .base import FeatureLayout, TemporalProjector, build_mlp
+from .encoder import SpaceTimeEncoder
 
 
 class AdaptivePooling(TemporalProjector):
     name = "adapool"
-    defaults = {"grid": [16, 12, 12], "mlp_depth": 2, "act": "gelu", "temporal_embeddings": False, "motion_tokens": False}
+    defaults = {
+        "grid": [16, 12, 12],
+        "mlp_depth": 2,
+        "act": "gelu",
+        "temporal_embeddings": False,
+        "motion_tokens": False,
+        "encoder_layers": 0,
+        "encoder_heads": None,
+        "encoder_time_steps": 8,
+    }
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
         self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
+        self.encoder = None
+        if self.settings["encoder_layers"]:
+            heads = self.settings["encoder_heads"] or max(1, vision_dim // 64)
+            if vision_dim % heads:
+                raise ConfigError(f"adapool encoder_heads ({heads}) must divide the vision width {vision_dim}")
+            grid = (layout.grid_h, layout.grid_w)
+            self.encoder = SpaceTimeEncoder(
+                vision_dim, grid, self.settings["encoder_layers"], heads, self.settings["encoder_time_steps"]
+            )
         self.time_embeddings = None
         if self.settings["temporal_embeddings"]:
             self.time_embeddings = nn.Embedding(self.settings["grid"][0], vision_dim)
@@ -56,6 +75,8 @@ class AdaptivePooling(TemporalProjector):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         self._check_input(features)
         volume = self._patch_grid(features)  # (B, D, T, h, w)
+        if self.encoder is not None:
+            volume = self.encoder(volume)
         pooled = F.adaptive_avg_pool3d(volume, self.output_grid(self.settings, self.layout, features.shape[1]))
         if self.time_embeddings is not None:  # (t, D) -> (1, D, t, 1, 1)
             steps = self.time_embeddings.weight[: pooled.shape[2]].to(pooled.dtype)
