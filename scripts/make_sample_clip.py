@@ -15,11 +15,18 @@ SIZE, SECONDS = 224, 4.0
 
 def sample_scene() -> Scene:
     last = (SECONDS * 8 - 1) / 8  # time of the last frame: motions end there
-    return Scene(canvas=SIZE, background=24, duration=SECONDS, objects=[
-        ShapeObject("square", "red", COLORS["red"], 56, (10.0, 40.0), "right", 140 / last),
-        ShapeObject("circle", "blue", COLORS["blue"], 60, (40.0, 150.0), enter=0.75),
-        ShapeObject("triangle", "yellow", COLORS["yellow"], 50, (160.0, 20.0), "down", 130 / (last - 1.5), enter=1.5),
-    ])  # fmt: skip
+    return Scene(
+        canvas=SIZE,
+        background=24,
+        duration=SECONDS,
+        objects=[
+            ShapeObject("square", "red", COLORS["red"], 56, (10.0, 40.0), "right", 140 / last),
+            ShapeObject("circle", "blue", COLORS["blue"], 60, (40.0, 150.0), enter=0.75),
+            ShapeObject(
+                "triangle", "yellow", COLORS["yellow"], 50, (160.0, 20.0), "down", 130 / (last - 1.5), enter=1.5
+            ),
+        ],
+    )
 
 
 def main() -> None:

@@ -1,94 +1,113 @@
-"""Evaluate models on the held-out shapes-world benchmark and write the accuracy table (into the README).
+"""The shapes-world accuracy table: every model on the test, heldout-combos and long splits, by question type, and
+(with --breakdown) where the first model fails, by the number of objects in the clip.
 
-Each model answers the first N questions of each column (attribute, counting, direction, moving-or-still,
-temporal order) of a split's ``{split}_qa.json`` (``vllm-i2v data shapes``), greedily, and is scored by
-normalized exact match. Predictions are resumable (``OUT/NAME/SPLIT/predictions.jsonl``); the frozen tower's
-features are cached in ``OUT/features`` and shared by every model with the same tower.
+Each cell comes from a `vllm-i2v eval shapes*` run (exact match, greedy, one question at a time), kept under
+OUT/NAME/TASK (resumable: a finished run is read, not redone); the table is written to OUT/table.md and, with
+--readme, between the README's shapes-table markers.
 
-    python scripts/shapes_table.py --data data/shapes --out outputs/shapes/eval \\
-        --model bundled=vllm_i2v/bundled/shapes-smollm2 --model mlp=outputs/shapes-mlp/video/final \\
-        --readme README.md
+    python scripts/shapes_table.py --model 'bundled=vllm_i2v/bundled/shapes-smollm2=the bundled model' \\
+        --model 'mlp=outputs/shapes-mlp/video/final=frozen tower + mlp' --breakdown --readme README.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections import Counter
 from pathlib import Path
-
-import torch
 
 from readme_table import replace_block
 
 from vllm_i2v.atomic import write_text_atomic
-from vllm_i2v.eval import predict
-from vllm_i2v.eval.shapes import COLUMNS, benchmark_rows, score
-from vllm_i2v.models import VideoLLMProcessor
-from vllm_i2v.models.checkpoint import load_model
+from vllm_i2v.cli import main as vllm_i2v
+from vllm_i2v.data.shapes import scene_for
+from vllm_i2v.eval.answers import exact_match
+from vllm_i2v.eval.shapes import COLUMNS
+
+TASKS = {"test": "shapes", "heldout-combos": "shapes-heldout-combos", "long": "shapes-long"}
 
 
-def evaluate(name: str, path: str, args) -> dict:
-    model, processor = load_model(path).eval(), VideoLLMProcessor.from_pretrained(path)
-    results = {}
-    for split in args.splits:
-        rows = benchmark_rows(Path(args.data) / f"{split}_qa.json", args.per_column if split == "test" else args.per_column_extra)
-        run_dir = Path(args.out) / name / split
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            stats = predict(model, processor, rows, Path(args.data) / "videos", run_dir / "predictions.jsonl",
-                            batch_size=args.batch_size, feature_cache=Path(args.out) / "features")  # fmt: skip
-        metrics = {"model": path, "split": split, "scores": score(run_dir / "predictions.jsonl"),
-                   "visual_tokens": model.config.num_visual_tokens(model.config.num_frames),
-                   "frames": model.config.num_frames, "seconds": round(time.perf_counter() - started, 1),
-                   "missing": stats["missing"]}  # fmt: skip
-        write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-        results[split] = metrics
-        print(name, split, {c: s["accuracy"] for c, s in metrics["scores"].items()}, flush=True)
-    return results
+def run(name: str, checkpoint: str, split: str, args) -> dict:
+    """The metrics of ``checkpoint`` on ``split`` (evaluated now unless OUT/NAME/TASK holds a finished run)."""
+    out = Path(args.out) / name / TASKS[split]
+    if not (out / "metrics.json").is_file():
+        command = ["eval", TASKS[split], "--model", checkpoint, "--out", str(out), "--data", args.data]
+        command += ["--batch-size", str(args.batch_size), "--feature-cache", str(Path(args.out) / "features")]
+        if vllm_i2v(command + (["--bf16"] if args.bf16 else [])) != 0:
+            raise SystemExit(f"evaluating {name} on {split} failed")
+    return json.loads((out / "metrics.json").read_text())
 
 
-def table(results: dict[str, dict], descriptions: dict[str, str]) -> str:
+def accuracy_table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
     lines = [
         "| model | split | " + " | ".join(COLUMNS) + " | visual tokens |",
-        "|---|---|" + "---:|" * len(COLUMNS) + "---:|",
+        "|---|---|" + "---:|" * (len(COLUMNS) + 1),
     ]
     for name, splits in results.items():
         for split, metrics in splits.items():
-            cells = [
-                f"{s['accuracy']:.1f} ({s['n']})" if s["accuracy"] is not None else "–"
-                for s in (metrics["scores"][c] for c in COLUMNS)
-            ]
-            lines.append(f"| {descriptions.get(name, name)} | {split} | " + " | ".join(cells) + f" | {metrics['visual_tokens']} |")
+            by_type = metrics["judge_free"]["exact-match"]["by_type"]
+            cells = [f"{by_type[c]['mean']:.1f} ({by_type[c]['n']})" if c in by_type else "–" for c in COLUMNS]
+            lines.append(f"| {labels[name]} | {split} | " + " | ".join(cells) + f" | {metrics['visual_tokens']} |")
+    return "\n".join(lines)
+
+
+def kind_of(row: dict) -> str:
+    if row["type"] == "attribute":
+        return (
+            "attribute: colour of a shape"
+            if row["question"].startswith("What color")
+            else "attribute: shape of a colour"
+        )
+    return row["type"]
+
+
+def breakdown(predictions: Path, split: str, seed: int = 0) -> str:
+    """Accuracy per question kind and number of objects in the clip (each scene rebuilt from its seed)."""
+    hits, counts = Counter(), Counter()
+    for line in predictions.read_text().splitlines():
+        row = json.loads(line)
+        index = int(Path(row["video"]).stem.rsplit("_", 1)[1])
+        key = (kind_of(row), len(scene_for(seed, index, split).objects))
+        counts[key] += 1
+        hits[key] += exact_match(row["pred"], row["answer"])
+    lines = ["| question | 1 object | 2 objects | 3 objects |", "|---|---:|---:|---:|"]
+    for kind in sorted({k for k, _ in counts}):
+        cells = [
+            f"{100 * hits[kind, n] / counts[kind, n]:.0f}% ({counts[kind, n]})" if counts[kind, n] else "–"
+            for n in (1, 2, 3)
+        ]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/shapes", help="folder with {split}_qa.json and videos/")
-    parser.add_argument("--out", default="outputs/shapes/eval")
-    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT[=DESCRIPTION]; repeatable")
-    parser.add_argument("--splits", nargs="+", default=["test"], help="test, heldout-combos, long")
-    parser.add_argument("--per-column", type=int, default=500, help="questions per column on the test split")
-    parser.add_argument("--per-column-extra", type=int, default=200, help="questions per column on other splits")
+    parser.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT[=LABEL]; repeatable")
+    parser.add_argument("--splits", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--data", default="data/shapes", help="where the splits are (written there when missing)")
+    parser.add_argument("--out", default="outputs/shapes/eval", help="the runs, the shared feature cache, table.md")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
-    parser.add_argument("--readme", help="replace the table between the shapes-table markers in this file")
+    parser.add_argument("--breakdown", action="store_true", help="also: the first model's test answers by objects")
+    parser.add_argument("--readme", help="rewrite the shapes-table (and shapes-breakdown) blocks of this file")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    results, descriptions = {}, {}
+    results, labels = {}, {}
     for item in args.model:
-        name, path, *description = item.split("=", 2)
-        descriptions[name] = description[0] if description else name
-        results[name] = evaluate(name, path, args)
-    markdown = table(results, descriptions)
-    print(markdown)
-    write_text_atomic(Path(args.out) / "table.md", markdown + "\n")
+        name, checkpoint, *label = item.split("=", 2)
+        labels[name] = label[0] if label else name
+        results[name] = {split: run(name, checkpoint, split, args) for split in args.splits}
+    table = accuracy_table(results, labels)
+    print(table)
+    write_text_atomic(Path(args.out) / "table.md", table + "\n")
+    if args.breakdown:
+        first = args.model[0].split("=", 1)[0]
+        errors = breakdown(Path(args.out) / first / TASKS["test"] / "predictions.jsonl", "test")
+        print(errors)
+        write_text_atomic(Path(args.out) / "breakdown.md", errors + "\n")
     if args.readme:
-        replace_block(args.readme, "shapes-table", markdown)
+        replace_block(args.readme, "shapes-table", table)
+        if args.breakdown:
+            replace_block(args.readme, "shapes-breakdown", errors)
 
 
 if __name__ == "__main__":

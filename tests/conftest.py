@@ -25,7 +25,8 @@ PROJECTOR_SPECS = {
 
 @pytest.fixture(scope="session")
 def parts(tmp_path_factory) -> dict[str, Path]:
-    """Saved tiny components: a vision-only CLIP tower, a dual-encoder CLIP, a Llama chat LLM (+ one without a chat template)."""
+    """Saved tiny components: a vision-only CLIP tower, a dual-encoder CLIP, a Llama chat LLM (+ one without a chat
+    template)."""
     root = tmp_path_factory.mktemp("parts")
     return {
         "clip": save_tiny_clip(root / "clip"),

@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 import yaml
-
 from tiny import random_frames
+
 from vllm_i2v.cli import main
 from vllm_i2v.video.writer import write_video
 
@@ -46,8 +46,10 @@ BAD_VIDEOS = {
     "missing": (lambda p: None, "no such file or directory"),
     "empty": (lambda p: p.write_bytes(b""), "empty file"),
     "directory": (lambda p: p.mkdir(), "folder contains no frame images"),
-    "noise": (lambda p: p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
-              UNREADABLE),  # fmt: skip
+    "noise": (
+        lambda p: p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+        UNREADABLE,
+    ),
     "text": (lambda p: p.write_text("these are my notes, not a video\n" * 20), UNREADABLE),
     "png magic": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100), UNREADABLE),
     "header only": (lambda p: p.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"), UNREADABLE),
@@ -77,7 +79,10 @@ def assert_one_line(stderr: str, path, phrase: str) -> None:
 def test_chat_and_encode(kind, name, tmp_path, saved_model, capsys):
     path, phrase = bad_video(tmp_path, kind, name)
     before = sorted(tmp_path.rglob("*"))
-    assert main(["chat", "--model", str(saved_model), "--video", str(path), "--question", "Hi?", "--max-new-tokens", "8"]) == 2
+    assert (
+        main(["chat", "--model", str(saved_model), "--video", str(path), "--question", "Hi?", "--max-new-tokens", "8"])
+        == 2
+    )
     assert_one_line(capsys.readouterr().err, path, phrase)
     assert main(["encode", str(path), "--model", str(saved_model)]) == 2
     out = capsys.readouterr()
@@ -89,7 +94,23 @@ def test_a_valid_clip_with_a_wrong_extension_or_unicode_name_is_read_by_content(
     clip = tmp_path / "my clip ünï.png"
     write_video(tmp_path / "real.mp4", random_frames(12, 32, 32), fps=4)
     shutil.move(tmp_path / "real.mp4", clip)
-    assert main(["chat", "--model", str(saved_model), "--video", str(clip), "--question", "Hi?", "--json", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(saved_model),
+                "--video",
+                str(clip),
+                "--question",
+                "Hi?",
+                "--json",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["video"] == str(clip)
 
 
@@ -98,8 +119,12 @@ def test_data_check_names_every_bad_video(tmp_path, capsys):
     rows = []
     for kind in BAD_VIDEOS:
         path, _ = bad_video(root, kind, "my clip ünï.mp4")
-        rows.append({"video": str(path.relative_to(root)), "conversations": [
-            {"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]})  # fmt: skip
+        rows.append(
+            {
+                "video": str(path.relative_to(root)),
+                "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+            }
+        )
     outside = tmp_path / "outside.mp4"
     write_video(outside, random_frames(8, 32, 32), fps=4)
     rows.append({"video": "../outside.mp4", "conversations": rows[0]["conversations"]})
@@ -110,7 +135,9 @@ def test_data_check_names_every_bad_video(tmp_path, capsys):
     for n, kind in enumerate(BAD_VIDEOS):
         phrases = ("not found under",) if kind == "missing" else BAD_VIDEOS[kind][1]
         phrases = (phrases,) if isinstance(phrases, str) else phrases
-        assert lines[n].startswith(f"{tmp_path / 'train.json'}[{n}]: ") and any(p in lines[n] for p in phrases), lines[n]
+        assert lines[n].startswith(f"{tmp_path / 'train.json'}[{n}]: ") and any(p in lines[n] for p in phrases), lines[
+            n
+        ]
     assert "leads outside the video root" in lines[-2]
     assert lines[-1].endswith(f"{len(rows)} with problems (8 video not decodable, 2 video path)")
 
@@ -118,12 +145,17 @@ def test_data_check_names_every_bad_video(tmp_path, capsys):
 def test_train_strict_stops_at_a_bad_video_with_one_line(tmp_path, saved_model, capsys):
     root = tmp_path / "videos"
     path, phrase = bad_video(root, "truncated, index at the start", "bad clip.mp4")
-    row = {"video": "truncated-index-at-the-start/bad clip.mp4", "conversations": [
-        {"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}  # fmt: skip
+    row = {
+        "video": "truncated-index-at-the-start/bad clip.mp4",
+        "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+    }
     (tmp_path / "train.json").write_text(json.dumps([row]))
-    config = {"model": str(saved_model), "data": {"train": str(tmp_path / "train.json"), "video_root": str(root),
-              "num_frames": 2}, "trainable": {"projector": True},
-              "training": {"output_dir": str(tmp_path / "out"), "max_steps": 1, "dataloader_num_workers": 0}}  # fmt: skip
+    config = {
+        "model": str(saved_model),
+        "data": {"train": str(tmp_path / "train.json"), "video_root": str(root), "num_frames": 2},
+        "trainable": {"projector": True},
+        "training": {"output_dir": str(tmp_path / "out"), "max_steps": 1, "dataloader_num_workers": 0},
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(tmp_path / "train.yaml"), "--strict"]) == 2
     err = capsys.readouterr().err
@@ -139,8 +171,15 @@ def test_eval_lists_bad_videos_and_goes_on(tmp_path, saved_model):
     rows = [{"id": "good_0", "video": "good.mp4", "type": "counting", "question": "How many?", "answer": "1"}]
     for n, kind in enumerate(k for k in BAD_VIDEOS if k != "missing"):
         path, _ = bad_video(root / "videos", kind)
-        rows.append({"id": f"bad_{n}", "video": str(path.relative_to(root / "videos")), "type": "counting",
-                     "question": "How many?", "answer": "1"})  # fmt: skip
+        rows.append(
+            {
+                "id": f"bad_{n}",
+                "video": str(path.relative_to(root / "videos")),
+                "type": "counting",
+                "question": "How many?",
+                "answer": "1",
+            }
+        )
     (root / "test_qa.json").write_text(json.dumps(rows))
     out = tmp_path / "run"
     assert main(["eval", "shapes", "--model", str(saved_model), "--data", str(root), "--out", str(out)]) == 0

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_side_by_side_bench_tiny_gives_the_same_answers_both_ways():
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_peer.py"), "--sizes", "tiny", "--repeats", "1", "--turns", "3"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     table = done.stdout

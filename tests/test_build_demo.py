@@ -34,24 +34,49 @@ TINY_TOWER = (
 
 def test_shortened_build_learns(tmp_path, parts):
     env = {
-        **os.environ, "DATA": str(tmp_path / "data"), "OUT": str(tmp_path / "out"), "BUNDLE": str(tmp_path / "bundle"),
-        "STILLS": "256", "CLIPS": "240", "CANVAS": "64", "LLM": str(parts["llm"]), "TOWER_OVERRIDES": TINY_TOWER,
+        **os.environ,
+        "DATA": str(tmp_path / "data"),
+        "OUT": str(tmp_path / "out"),
+        "BUNDLE": str(tmp_path / "bundle"),
+        "STILLS": "256",
+        "CLIPS": "240",
+        "CANVAS": "64",
+        "LLM": str(parts["llm"]),
+        "TOWER_OVERRIDES": TINY_TOWER,
         "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
-    }  # fmt: skip
-    train = ["training.max_steps=200", "trainable.llm=full", "training.learning_rate=2e-3", "training.bf16=false",
-             "training.save_steps=200", "training.per_device_train_batch_size=8"]  # fmt: skip
-    done = subprocess.run(["bash", str(ROOT / "scripts/build_demo_model.sh"), *train], env=env, capture_output=True, text=True)
+    }
+    train = [
+        "training.max_steps=200",
+        "trainable.llm=full",
+        "training.learning_rate=2e-3",
+        "training.bf16=false",
+        "training.save_steps=200",
+        "training.per_device_train_batch_size=8",
+    ]
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts/build_demo_model.sh"), *train], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bundle" in done.stdout and (tmp_path / "bundle/README.md").is_file()
 
-    losses = [h["loss"] for h in json.loads((tmp_path / "out/video/checkpoint-200/trainer_state.json").read_text())["log_history"] if "loss" in h]
+    losses = [
+        h["loss"]
+        for h in json.loads((tmp_path / "out/video/checkpoint-200/trainer_state.json").read_text())["log_history"]
+        if "loss" in h
+    ]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
     write_split(tmp_path / "data", "test", 120, seed=0, canvas=64)
     bundle = tmp_path / "bundle"
     rows = benchmark_rows(tmp_path / "data/test_qa.json", 60)
-    predict(load_model(bundle), VideoLLMProcessor.from_pretrained(bundle), rows, tmp_path / "data/videos",
-            tmp_path / "pred.jsonl", max_new_tokens=6)  # fmt: skip
+    predict(
+        load_model(bundle),
+        VideoLLMProcessor.from_pretrained(bundle),
+        rows,
+        tmp_path / "data/videos",
+        tmp_path / "pred.jsonl",
+        max_new_tokens=6,
+    )
     preds = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(preds) == len(rows) and all(p["pred"] for p in preds)
     assert score(tmp_path / "pred.jsonl")["counting"]["n"] == 60

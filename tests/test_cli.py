@@ -17,7 +17,11 @@ from vllm_i2v.cli import main
 @pytest.fixture(scope="module")
 def spec_file(parts, tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"vision": str(parts["clip"]), "llm": str(parts["llm"]), "projector": {"type": "stpool"}, "num_frames": 6}))
+    path.write_text(
+        yaml.safe_dump(
+            {"vision": str(parts["clip"]), "llm": str(parts["llm"]), "projector": {"type": "stpool"}, "num_frames": 6}
+        )
+    )
     return path
 
 
@@ -26,7 +30,9 @@ def test_console_script_help():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     assert "build" in out and "encode" in out and "example:" in out
     for command in ("build", "encode"):
-        out = subprocess.run([sys.executable, "-m", "vllm_i2v.cli", command, "--help"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "vllm_i2v.cli", command, "--help"], capture_output=True, text=True, check=True
+        ).stdout
         assert "example:" in out
 
 
@@ -34,7 +40,10 @@ def test_build_then_encode_the_bundled_sample(spec_file, tmp_path, capsys):
     assert SAMPLE_VIDEO.is_file()
     out_dir = tmp_path / "model"
     assert main(["build", str(spec_file), str(out_dir), "projector.type=adapool", "projector.grid=[2,2,2]"]) == 0
-    assert yaml.safe_load((out_dir / "build_spec.yaml").read_text())["projector"] == {"type": "adapool", "grid": [2, 2, 2]}
+    assert yaml.safe_load((out_dir / "build_spec.yaml").read_text())["projector"] == {
+        "type": "adapool",
+        "grid": [2, 2, 2],
+    }
     assert main(["encode", "--model", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"frames +\(6, 224, 224, 3\)", out)  # num_frames from the spec
@@ -46,7 +55,25 @@ def test_build_then_encode_the_bundled_sample(spec_file, tmp_path, capsys):
 def test_encode_with_fps_sampling_and_a_window(spec_file, tmp_path, capsys):
     out_dir = tmp_path / "model"
     assert main(["build", str(spec_file), str(out_dir)]) == 0
-    assert main(["encode", str(SAMPLE_VIDEO), "--model", str(out_dir), "--sampler", "fps", "--fps", "2", "--start", "1", "--end", "3"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(SAMPLE_VIDEO),
+                "--model",
+                str(out_dir),
+                "--sampler",
+                "fps",
+                "--fps",
+                "2",
+                "--start",
+                "1",
+                "--end",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert re.search(r"frames +\(5, 224, 224, 3\) at t = 1.00, 1.50, 2.00, 2.50, 3.00 s", out)
     assert re.search(r"visual tokens +\(21, 64\) \(stpool\)", out)  # 5 frame tokens + 16 patch tokens
@@ -56,9 +83,15 @@ def test_encode_with_fps_sampling_and_a_window(spec_file, tmp_path, capsys):
     "argv, message",
     [
         (["encode", "missing.mp4", "--model", "{model}"], "error: missing.mp4: no such file or directory"),
-        (["build", "{spec}", "{tmp}/x", "projector.type=perceiver"], "error: unknown projector 'perceiver'; known projectors: stpool, adapool, qformer, mlp"),
+        (
+            ["build", "{spec}", "{tmp}/x", "projector.type=perceiver"],
+            "error: unknown projector 'perceiver'; known projectors: stpool, adapool, qformer, mlp",
+        ),
         (["build", "{tmp}/nope.yaml", "{tmp}/x"], "nope.yaml: no such build spec"),
-        (["build", "{spec}", "{tmp}/x", "llm=package://not_a_package/model.gguf"], "Python package 'not_a_package' is not installed"),
+        (
+            ["build", "{spec}", "{tmp}/x", "llm=package://not_a_package/model.gguf"],
+            "Python package 'not_a_package' is not installed",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, spec_file, saved_model, tmp_path, capsys):

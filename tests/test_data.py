@@ -7,8 +7,8 @@ import logging
 
 import numpy as np
 import pytest
-
 from tiny import random_frames
+
 from vllm_i2v.cli import main
 from vllm_i2v.data import DataError, VideoChatDataset, load_samples
 from vllm_i2v.data.commands import check_file, convert_file
@@ -17,16 +17,36 @@ from vllm_i2v.video import SegmentSampler, UniformSampler
 from vllm_i2v.video.writer import write_video
 
 LLAVA = [
-    {"id": "a", "video": "clips/a.mp4", "conversations": [
-        {"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "A red square."},
-        {"from": "human", "value": "Which way?"}, {"from": "gpt", "value": "Right."}]},
-    {"id": "b", "video": "clips/b.mp4", "source": "synthetic", "conversations": [
-        {"from": "human", "value": "<video>\nHow many objects?"}, {"from": "gpt", "value": "Two."}]},
-]  # fmt: skip
-VCG = [{"video_id": "b", "q": "How many objects?", "a": "Two."}, {"video_id": "a", "q": "What moves?", "a": "A red square."}]
-VIDEOCHAT2 = [{"video": "clips/a.mp4", "QA": [
-    {"i": "Watch the video and answer.", "q": "What moves?", "a": "A red square."},
-    {"i": "", "q": "Which way?", "a": "Right."}]}]  # fmt: skip
+    {
+        "id": "a",
+        "video": "clips/a.mp4",
+        "conversations": [
+            {"from": "human", "value": "<video>\nWhat moves?"},
+            {"from": "gpt", "value": "A red square."},
+            {"from": "human", "value": "Which way?"},
+            {"from": "gpt", "value": "Right."},
+        ],
+    },
+    {
+        "id": "b",
+        "video": "clips/b.mp4",
+        "source": "synthetic",
+        "conversations": [{"from": "human", "value": "<video>\nHow many objects?"}, {"from": "gpt", "value": "Two."}],
+    },
+]
+VCG = [
+    {"video_id": "b", "q": "How many objects?", "a": "Two."},
+    {"video_id": "a", "q": "What moves?", "a": "A red square."},
+]
+VIDEOCHAT2 = [
+    {
+        "video": "clips/a.mp4",
+        "QA": [
+            {"i": "Watch the video and answer.", "q": "What moves?", "a": "A red square."},
+            {"i": "", "q": "Which way?", "a": "Right."},
+        ],
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +72,11 @@ def dump(path, records, jsonl=False):
 def test_layouts_read_into_one_form(tmp_path, jsonl):
     llava = load_samples(dump(tmp_path / "l.json", LLAVA, jsonl))
     assert llava[0].messages == [
-        {"role": "user", "content": "<video>\nWhat moves?"}, {"role": "assistant", "content": "A red square."},
-        {"role": "user", "content": "Which way?"}, {"role": "assistant", "content": "Right."},
-    ]  # fmt: skip
+        {"role": "user", "content": "<video>\nWhat moves?"},
+        {"role": "assistant", "content": "A red square."},
+        {"role": "user", "content": "Which way?"},
+        {"role": "assistant", "content": "Right."},
+    ]
     assert llava[0].video == "clips/a.mp4" and llava[1].extra == {"source": "synthetic"}
     assert llava[1].source.endswith(":2" if jsonl else "[1]")
     vcg = load_samples(dump(tmp_path / "v.json", VCG, jsonl))
@@ -64,7 +86,9 @@ def test_layouts_read_into_one_form(tmp_path, jsonl):
     assert [m["role"] for m in chat2[0].messages[1:]] == ["user", "assistant"] * 2
 
 
-@pytest.mark.parametrize("records, via", [(LLAVA, "videochat2"), (VIDEOCHAT2, "llava"), (VCG, "llava"), (VCG, "videochat2")])
+@pytest.mark.parametrize(
+    "records, via", [(LLAVA, "videochat2"), (VIDEOCHAT2, "llava"), (VCG, "llava"), (VCG, "videochat2")]
+)
 def test_conversion_round_trips(tmp_path, records, via):
     src = dump(tmp_path / "src.json", records)
     back_to = {id(LLAVA): "llava", id(VCG): "vcg", id(VIDEOCHAT2): "videochat2"}[id(records)]
@@ -75,14 +99,30 @@ def test_conversion_round_trips(tmp_path, records, via):
 
 # one question per row, ids and extra fields: what every layout can hold
 SINGLE_TURN = {
-    "llava": [{"id": "train_00000_0", "video": "train_00000.mp4", "type": "counting",
-               "conversations": [{"from": "human", "value": "<video>\nHow many objects are there?"}, {"from": "gpt", "value": "2"}]},
-              {"video": "b.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "A star."}]}],
-    "vcg": [{"id": "q1", "video_id": "v_abc", "q": "What moves?", "a": "A star.", "split": "val"},
-            {"video_id": "v_def", "q": "How many?", "a": "2"}],
-    "videochat2": [{"id": 7, "video": "clips/a.mp4", "QA": [{"i": "", "q": "What moves?", "a": "A star."}], "source": "x"},
-                   {"video": "clips/b.mp4", "QA": [{"i": "", "q": "How many?", "a": "2"}]}],
-}  # fmt: skip
+    "llava": [
+        {
+            "id": "train_00000_0",
+            "video": "train_00000.mp4",
+            "type": "counting",
+            "conversations": [
+                {"from": "human", "value": "<video>\nHow many objects are there?"},
+                {"from": "gpt", "value": "2"},
+            ],
+        },
+        {
+            "video": "b.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "A star."}],
+        },
+    ],
+    "vcg": [
+        {"id": "q1", "video_id": "v_abc", "q": "What moves?", "a": "A star.", "split": "val"},
+        {"video_id": "v_def", "q": "How many?", "a": "2"},
+    ],
+    "videochat2": [
+        {"id": 7, "video": "clips/a.mp4", "QA": [{"i": "", "q": "What moves?", "a": "A star."}], "source": "x"},
+        {"video": "clips/b.mp4", "QA": [{"i": "", "q": "How many?", "a": "2"}]},
+    ],
+}
 
 
 @pytest.mark.parametrize("layout, via", [(a, b) for a in SINGLE_TURN for b in SINGLE_TURN if a != b])
@@ -117,24 +157,96 @@ def test_conversion_refuses_what_the_target_cannot_hold(tmp_path):
 
 
 BAD_ROWS = [
-    ({"video": "clips/missing.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "not found under"),
-    ({"video": "../outside.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "leads outside the video root"),
-    ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}, "0 <video> placeholders"),
-    ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video><video>\nQ"}, {"from": "gpt", "value": "A"}]}, "2 <video> placeholders"),
-    ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": " "}]}, "turn 2 (assistant) is empty"),
-    ({"video": "clips/a.mp4", "conversations": [{"from": "gpt", "value": "<video>\nA"}, {"from": "human", "value": "Q"}]}, "do not alternate"),
+    (
+        {
+            "video": "clips/missing.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "not found under",
+    ),
+    (
+        {
+            "video": "../outside.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "leads outside the video root",
+    ),
+    (
+        {"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        "0 <video> placeholders",
+    ),
+    (
+        {
+            "video": "clips/a.mp4",
+            "conversations": [{"from": "human", "value": "<video><video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "2 <video> placeholders",
+    ),
+    (
+        {
+            "video": "clips/a.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": " "}],
+        },
+        "turn 2 (assistant) is empty",
+    ),
+    (
+        {
+            "video": "clips/a.mp4",
+            "conversations": [{"from": "gpt", "value": "<video>\nA"}, {"from": "human", "value": "Q"}],
+        },
+        "do not alternate",
+    ),
     ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}]}, "nothing to train on"),
     ({"video": "clips/a.mp4", "conversations": [{"from": "robot", "value": "<video>\nQ"}]}, "unknown speaker 'robot'"),
     ({"video": "clips/a.mp4"}, "not a known layout"),
-    ({"video": 5, "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "video must be a file name (a string), got 5"),
-    ({"video": "", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, 'video is "", not a file name'),
-    ({"video": ".", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, 'video is ".", not a file name'),
-    ({"video": "clips/..", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "names the video root itself"),
-    ({"video": "clips/a.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": None}]}, "turn 2 (assistant) is null, not text"),
-    ({"video": "clips/corrupt.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/corrupt.mp4: not a readable video"),
-    ({"video": "clips/empty.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/empty.mp4: empty file"),
-    ({"video": "clips/notes.mp4", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]}, "clips/notes.mp4: not a readable video"),
-]  # fmt: skip
+    (
+        {"video": 5, "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]},
+        "video must be a file name (a string), got 5",
+    ),
+    (
+        {"video": "", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]},
+        'video is "", not a file name',
+    ),
+    (
+        {"video": ".", "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}]},
+        'video is ".", not a file name',
+    ),
+    (
+        {
+            "video": "clips/..",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "names the video root itself",
+    ),
+    (
+        {
+            "video": "clips/a.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": None}],
+        },
+        "turn 2 (assistant) is null, not text",
+    ),
+    (
+        {
+            "video": "clips/corrupt.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "clips/corrupt.mp4: not a readable video",
+    ),
+    (
+        {
+            "video": "clips/empty.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "clips/empty.mp4: empty file",
+    ),
+    (
+        {
+            "video": "clips/notes.mp4",
+            "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        "clips/notes.mp4: not a readable video",
+    ),
+]
 
 
 @pytest.mark.parametrize("jsonl", [False, True])
@@ -157,7 +269,7 @@ def test_check_names_every_bad_row(tmp_path, video_root, jsonl):
 def test_check_reads_past_bad_lines_and_bytes(tmp_path, video_root, capsys):
     good = json.dumps(LLAVA[1]).encode()
     path = tmp_path / "mixed.jsonl"
-    path.write_bytes(good + b"\n{\"video\": \"clips/\xff.mp4\"}\n" + b"{not json\n" + good + b"\n")
+    path.write_bytes(good + b'\n{"video": "clips/\xff.mp4"}\n' + b"{not json\n" + good + b"\n")
     assert main(["data", "check", str(path), "--video-root", str(video_root)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{path}:2: not UTF-8 text (byte 17 of the line)"
@@ -171,10 +283,30 @@ def test_check_reads_past_bad_lines_and_bytes(tmp_path, video_root, capsys):
 
 def test_check_against_the_model_context(tmp_path, video_root, saved_model):
     long_answer = "word " * 600  # the tiny LLM's context is 512 tokens
-    path = dump(tmp_path / "long.json", [{"video": "clips/a.mp4", "conversations": [
-        {"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": long_answer}]}])  # fmt: skip
+    path = dump(
+        tmp_path / "long.json",
+        [
+            {
+                "video": "clips/a.mp4",
+                "conversations": [{"from": "human", "value": "<video>\nQ"}, {"from": "gpt", "value": long_answer}],
+            }
+        ],
+    )
     assert main(["data", "check", str(path), "--video-root", str(video_root), "--model", str(saved_model)]) == 1
-    assert main(["data", "check", str(dump(tmp_path / "ok.json", LLAVA)), "--video-root", str(video_root), "--model", str(saved_model)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(dump(tmp_path / "ok.json", LLAVA)),
+                "--video-root",
+                str(video_root),
+                "--model",
+                str(saved_model),
+            ]
+        )
+        == 0
+    )
 
 
 def test_check_and_convert_commands(tmp_path, video_root, capsys):
@@ -194,7 +326,7 @@ def test_dataset_rows_have_labels_only_on_answers(build, tmp_path, video_root):
     dataset = VideoChatDataset(samples, processor, video_root, SegmentSampler(4))
     row = dataset[0]
     assert row["pixel_values"][0].shape == (4, 3, 32, 32)
-    supervised = [t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE_INDEX]
+    supervised = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
     assert processor.tokenizer.decode(supervised) == "A red square.<|im_end|>\nRight.<|im_end|>\n"
     batch = processor.collate([dataset[0], dataset[1]])
     assert batch["frame_counts"].tolist() == [4, 4] and batch["labels"].shape == batch["input_ids"].shape
@@ -239,5 +371,5 @@ def test_dataset_skips_a_hung_decoder(build, tmp_path, video_root, monkeypatch, 
         row = dataset[0]  # clips/a.mp4 hangs: skipped, clips/b.mp4 served
     release.set()
     assert "decoding took longer than 0.5s" in caplog.text
-    supervised = [t for t, l in zip(row["input_ids"], row["labels"]) if l != IGNORE_INDEX]
+    supervised = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
     assert processor.tokenizer.decode(supervised) == "Two.<|im_end|>\n"

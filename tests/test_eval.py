@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
 from tiny import random_frames
+
 from vllm_i2v.eval import exact_match, normalize_answer, predict
 from vllm_i2v.eval.shapes import benchmark_rows, column_of, score
 from vllm_i2v.models import VideoLLMProcessor
@@ -43,8 +42,16 @@ def videos(tmp_path_factory):
 
 
 def rows(n: int) -> list[dict]:
-    return [{"question_id": f"q{i}", "video": f"v{i % 3}.mp4", "question": "What is it?" + " really" * (i % 4),
-             "answer": "red", "column": "attribute"} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "question_id": f"q{i}",
+            "video": f"v{i % 3}.mp4",
+            "question": "What is it?" + " really" * (i % 4),
+            "answer": "red",
+            "column": "attribute",
+        }
+        for i in range(n)
+    ]
 
 
 def test_batched_predictions_equal_one_by_one_and_resume(saved_model, videos, tmp_path):
@@ -66,7 +73,9 @@ def test_batched_predictions_equal_one_by_one_and_resume(saved_model, videos, tm
 
 def test_missing_videos_are_counted_and_the_run_goes_on(saved_model, videos, tmp_path):
     model, processor = load_model(saved_model), VideoLLMProcessor.from_pretrained(saved_model)
-    todo = rows(3) + [{"question_id": "lost", "video": "nope.mp4", "question": "?", "answer": "x", "column": "attribute"}]
+    todo = rows(3) + [
+        {"question_id": "lost", "video": "nope.mp4", "question": "?", "answer": "x", "column": "attribute"}
+    ]
     stats = predict(model, processor, todo, videos, tmp_path / "p.jsonl", batch_size=2, max_new_tokens=2)
     assert stats["predicted"] == 3 and stats["missing"] == 1 and "nope.mp4" in stats["missing_videos"][0]
 
@@ -74,7 +83,9 @@ def test_missing_videos_are_counted_and_the_run_goes_on(saved_model, videos, tmp
 def test_feature_cache_gives_the_same_answers(saved_model, videos, tmp_path):
     model, processor = load_model(saved_model), VideoLLMProcessor.from_pretrained(saved_model)
     for run in ("a", "b"):  # a fills the cache, b reads it
-        predict(model, processor, rows(4), videos, tmp_path / f"{run}.jsonl", max_new_tokens=4, feature_cache=tmp_path / "f")
+        predict(
+            model, processor, rows(4), videos, tmp_path / f"{run}.jsonl", max_new_tokens=4, feature_cache=tmp_path / "f"
+        )
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     assert len(list((tmp_path / "f").rglob("*.safetensors"))) == 3
 
@@ -82,11 +93,31 @@ def test_feature_cache_gives_the_same_answers(saved_model, videos, tmp_path):
 def test_shapes_benchmark_columns_and_scores(tmp_path):
     qa = [
         {"id": "a", "video": "x.mp4", "type": "attribute", "question": "What color is the square?", "answer": "red"},
-        {"id": "b", "video": "x.mp4", "type": "attribute", "question": "What shape is the red object?", "answer": "square"},
-        {"id": "c", "video": "x.mp4", "type": "motion", "subtype": "direction", "question": "Which direction does the red square move?", "answer": "left"},
-        {"id": "d", "video": "x.mp4", "type": "motion", "subtype": "moving-or-still", "question": "Is the red square moving or still?", "answer": "moving"},
+        {
+            "id": "b",
+            "video": "x.mp4",
+            "type": "attribute",
+            "question": "What shape is the red object?",
+            "answer": "square",
+        },
+        {
+            "id": "c",
+            "video": "x.mp4",
+            "type": "motion",
+            "subtype": "direction",
+            "question": "Which direction does the red square move?",
+            "answer": "left",
+        },
+        {
+            "id": "d",
+            "video": "x.mp4",
+            "type": "motion",
+            "subtype": "moving-or-still",
+            "question": "Is the red square moving or still?",
+            "answer": "moving",
+        },
         {"id": "e", "video": "x.mp4", "type": "caption", "question": "Describe the video.", "answer": "A red square."},
-    ]  # fmt: skip
+    ]
     (tmp_path / "test_qa.json").write_text(json.dumps(qa))
     chosen = benchmark_rows(tmp_path / "test_qa.json", per_column=1)
     assert [r["question_id"] for r in chosen] == ["a", "c", "d"]  # one per column; captions are not scored

@@ -29,13 +29,26 @@ def test_pretrain_tower_learns_and_saves_a_loadable_tower(tmp_path, capsys):
     write_split(tmp_path / "data", "train", 64, seed=0, video=False, canvas=64)
     config = {
         "vision": {
-            "random_init": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-                            "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+            "random_init": {
+                "model_type": "clip_vision_model",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 8,
+            },
             "preprocess": {"resize": {"height": 32, "width": 32}, "resample": "bilinear"},
-        },  # fmt: skip
+        },
         "data": {"train": str(tmp_path / "data/images.json"), "image_root": str(tmp_path / "data/images")},
-        "training": {"output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 16, "learning_rate": 3e-3,
-                     "num_train_epochs": 25, "logging_steps": 4, "dataloader_num_workers": 0},  # fmt: skip
+        "training": {
+            "output_dir": str(tmp_path / "out"),
+            "per_device_train_batch_size": 16,
+            "learning_rate": 3e-3,
+            "num_train_epochs": 25,
+            "logging_steps": 4,
+            "dataloader_num_workers": 0,
+        },
     }
     path = tmp_path / "tower.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -44,7 +57,9 @@ def test_pretrain_tower_learns_and_saves_a_loadable_tower(tmp_path, capsys):
     tower, spec = load_pretrained_vision(str(tmp_path / "out/tower"))
     assert spec == PreprocessSpec.from_dict(config["vision"]["preprocess"])
     assert tower(pixel_values=torch.zeros(1, 3, 32, 32)).last_hidden_state.shape == (1, 17, 32)
-    losses = [h["loss"] for h in json.loads((tmp_path / "out/trainer_state.json").read_text())["log_history"] if "loss" in h]
+    losses = [
+        h["loss"] for h in json.loads((tmp_path / "out/trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
     assert losses[-1] < 0.8 * losses[0], losses  # chance: ln(16) = 2.77
 
 

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import PROJECTOR_SPECS
 from safetensors.torch import load_file, save_file
+from tiny import random_frames
 from transformers import AutoModel, CLIPImageProcessor, CLIPVisionModel, TextIteratorStreamer
 
-from conftest import PROJECTOR_SPECS
-from tiny import random_frames
 from vllm_i2v.errors import BudgetError, CheckpointError, ConfigError, PromptError
 from vllm_i2v.models import IGNORE_INDEX, VideoLLM, VideoLLMProcessor, build_video_llm
 from vllm_i2v.models.preprocess import FramePreprocessor, preprocess_spec_from_processor
@@ -44,7 +44,9 @@ def test_pretrained_parts_keep_their_weights(build, parts):
     clip = CLIPVisionModel.from_pretrained(parts["clip"])
     for name, param in clip.state_dict().items():
         torch.testing.assert_close(model.vision_tower.model.state_dict()[name], param, atol=0, rtol=0)
-    assert model.language_model.lm_head.weight.data_ptr() == model.language_model.get_input_embeddings().weight.data_ptr()
+    assert (
+        model.language_model.lm_head.weight.data_ptr() == model.language_model.get_input_embeddings().weight.data_ptr()
+    )
 
 
 def test_visual_tokens_land_on_the_placeholders(build):
@@ -66,7 +68,11 @@ def test_vision_tower_reads_the_requested_layer(build, parts):
         random_frames(2)
     )
     hidden = clip(pixel_values=pixels, output_hidden_states=True).hidden_states
-    for layer, select, expected in ((-2, "patch", hidden[-2][:, 1:]), (-1, "full", hidden[-1]), (1, "patch", hidden[1][:, 1:])):
+    for layer, select, expected in (
+        (-2, "patch", hidden[-2][:, 1:]),
+        (-1, "full", hidden[-1]),
+        (1, "patch", hidden[1][:, 1:]),
+    ):
         model, _ = build("mlp", vision_feature_layer=layer, vision_feature_select=select)
         torch.testing.assert_close(model.vision_features(pixels), expected)
     model, _ = build("stpool", vision_feature_select="full")
@@ -151,9 +157,13 @@ def test_shared_prefix_generation_matches_one_by_one(build):
 def test_streaming_with_text_iterator_streamer(build):
     model, processor = build("stpool")
     batch = processor([ASK], [[random_frames(2)]])
-    expected = processor.tokenizer.decode(model.generate(**batch, max_new_tokens=10, do_sample=False)[0], skip_special_tokens=True)
+    expected = processor.tokenizer.decode(
+        model.generate(**batch, max_new_tokens=10, do_sample=False)[0], skip_special_tokens=True
+    )
     streamer = TextIteratorStreamer(processor.tokenizer, skip_special_tokens=True)
-    thread = threading.Thread(target=model.generate, kwargs={**batch, "max_new_tokens": 10, "do_sample": False, "streamer": streamer})
+    thread = threading.Thread(
+        target=model.generate, kwargs={**batch, "max_new_tokens": 10, "do_sample": False, "streamer": streamer}
+    )
     thread.start()
     streamed = "".join(streamer)
     thread.join()
@@ -221,7 +231,9 @@ def test_vision_lora_trains_only_adapters_and_round_trips(build, tmp_path, lora)
     batch = processor([ASK], [[random_frames(2)]])
     model.train()
     model(**batch).logits.square().mean().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.vision_tower.named_parameters() if "lora_" in n)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.vision_tower.named_parameters() if "lora_" in n
+    )
     model.eval()
     expected = model(**batch).logits
     model.save_pretrained(tmp_path)
@@ -252,7 +264,9 @@ def test_checkpoint_with_extra_or_misshapen_weights_refuses_to_load(saved_model,
         else:
             weights["projector.mlp.0.weight"] = torch.zeros(3, 3)
         save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
-        with pytest.raises(CheckpointError, match="projector.extra.weight" if change == "unexpected" else "projector.mlp.0.weight"):
+        with pytest.raises(
+            CheckpointError, match="projector.extra.weight" if change == "unexpected" else "projector.mlp.0.weight"
+        ):
             VideoLLM.from_pretrained(broken)
 
 
@@ -261,7 +275,9 @@ def test_config_naming_an_unknown_projector(saved_model, tmp_path):
     config["projector"] = {"type": "resampler"}
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "model.safetensors").symlink_to(saved_model / "model.safetensors")
-    with pytest.raises(ConfigError, match="unknown projector 'resampler'; known projectors: stpool, adapool, qformer, mlp"):
+    with pytest.raises(
+        ConfigError, match="unknown projector 'resampler'; known projectors: stpool, adapool, qformer, mlp"
+    ):
         VideoLLM.from_pretrained(tmp_path)
 
 
@@ -292,12 +308,12 @@ def test_other_vision_towers(kind, parts, tmp_path):
         Dinov2Model,
         Dinov2WithRegistersConfig,
         Dinov2WithRegistersModel,
-        SiglipImageProcessor,
-        SiglipVisionConfig,
-        SiglipVisionModel,
         Siglip2ImageProcessor,
         Siglip2VisionConfig,
         Siglip2VisionModel,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
     )
 
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
@@ -309,7 +325,7 @@ def test_other_vision_towers(kind, parts, tmp_path):
         tower = Siglip2VisionModel(Siglip2VisionConfig(num_patches=16, **small))
         processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=20)
         expected_prefix = 0
-    else:  # DINOv2 checkpoints declare image_size 518 and are used at the processor's crop size (position interpolation)
+    else:  # DINOv2 checkpoints declare image_size 518, used at the processor's crop size (position interpolation)
         config_class, model_class = (
             (Dinov2Config, Dinov2Model) if kind == "dinov2" else (Dinov2WithRegistersConfig, Dinov2WithRegistersModel)
         )
@@ -317,7 +333,9 @@ def test_other_vision_towers(kind, parts, tmp_path):
         processor = BitImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
         expected_prefix = 1 if kind == "dinov2" else 1 + tower.config.num_register_tokens
     path = _save_tower(tmp_path / kind, tower, processor)
-    model, proc = build_video_llm({"vision": path, "llm": str(parts["llm"]), "projector": {"type": "mlp", "pool_stride": 2}})
+    model, proc = build_video_llm(
+        {"vision": path, "llm": str(parts["llm"]), "projector": {"type": "mlp", "pool_stride": 2}}
+    )
     assert model.config.vision_grid == [4, 4] and model.config.vision_prefix_tokens == expected_prefix
     batch = proc([ASK], [[random_frames(3)]])
     assert model.vision_features(batch["pixel_values"]).shape == (3, 16, 32)  # prefix dropped
@@ -341,14 +359,21 @@ def test_siglip2_patches_match_transformers_processor():
     with torch.no_grad():
         torch.testing.assert_close(
             tower(**ours).last_hidden_state,
-            tower(**{k: theirs[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}).last_hidden_state,
-            atol=0.05, rtol=0,
+            tower(
+                **{k: theirs[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+            ).last_hidden_state,
+            atol=0.05,
+            rtol=0,
         )
 
 
 def test_multimodal_content_lists_are_placeholders(build):
     _, processor = build("stpool")
-    as_list = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is happening in the video?"}]}]
-    assert processor.render(as_list, True) == processor.render([{"role": "user", "content": "<video> What is happening in the video?"}], True)
+    as_list = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is happening in the video?"}]}
+    ]
+    assert processor.render(as_list, True) == processor.render(
+        [{"role": "user", "content": "<video> What is happening in the video?"}], True
+    )
     with pytest.raises(PromptError, match="unknown message content part"):
         processor.render([{"role": "user", "content": [{"type": "audio"}]}], True)

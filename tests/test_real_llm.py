@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny import random_frames
+
 from vllm_i2v.cli import main
 from vllm_i2v.data.shapes import COLORS, DIRECTIONS, SHAPES
 from vllm_i2v.eval import normalize_answer
@@ -50,7 +50,11 @@ def test_bundled_model_answers_about_the_sample_clip(capsys):
     """The README's first command: the chat CLI's default model, about the bundled sample clip (a red square
     moving right; a still blue circle from 0.75 s; a yellow triangle from 1.5 s, moving down)."""
     sample = str(ROOT / "vllm_i2v/assets/sample.mp4")
-    questions = ["How many objects are there?", "Which direction does the red square move?", "Which object appears first?"]
+    questions = [
+        "How many objects are there?",
+        "Which direction does the red square move?",
+        "Which object appears first?",
+    ]
     argv = ["chat", "--video", sample, "--json"] + [x for q in questions for x in ("--question", q)]
     assert main(argv) == 0
     answers = [turn["answer"] for turn in json.loads(capsys.readouterr().out)["turns"]]

@@ -14,7 +14,7 @@ from vllm_i2v.video import UniformSampler, read_video
 
 
 def color_mask(frame: np.ndarray, rgb) -> np.ndarray:
-    return (np.abs(frame.astype(int) - np.array(rgb)).max(axis=-1) <= 16)
+    return np.abs(frame.astype(int) - np.array(rgb)).max(axis=-1) <= 16
 
 
 def test_same_seed_same_world():
@@ -46,7 +46,9 @@ def test_scenes_meet_the_spec(index):
         axis = int(np.argmax(np.abs(shift)))
         if obj.direction:  # straight, over at least 40% of the canvas, the right way
             assert abs(shift[axis]) >= 0.4 * 224 - 0.1 * obj.size, (obj.name, shift)
-            assert {(0, 1): "right", (0, -1): "left", (1, 1): "down", (1, -1): "up"}[(axis, int(np.sign(shift[axis])))] == obj.direction
+            assert {(0, 1): "right", (0, -1): "left", (1, 1): "down", (1, -1): "up"}[
+                (axis, int(np.sign(shift[axis])))
+            ] == obj.direction
         else:
             assert np.abs(shift).max() < 0.1 * obj.size, (obj.name, shift)
 

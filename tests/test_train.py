@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from tiny import random_frames
+
 from vllm_i2v.cli import main
 from vllm_i2v.errors import ConfigError
 from vllm_i2v.models import VideoLLMProcessor
 from vllm_i2v.models.checkpoint import export_parts, load_model, merge_checkpoint
-from vllm_i2v.train.config import load_train_config
-from vllm_i2v.train.config import training_arguments
+from vllm_i2v.train.config import load_train_config, training_arguments
 from vllm_i2v.train.run import make_trainer, run_training
 from vllm_i2v.train.trainer import TrainabilityError
 from vllm_i2v.video.writer import write_video
@@ -43,8 +42,16 @@ def dataset(tmp_path_factory):
         frames = np.broadcast_to(np.array(COLORS[name], dtype=np.uint8), (8, 32, 32, 3)).copy()
         frames = np.clip(frames.astype(int) + rng.integers(-10, 10, frames.shape), 0, 255).astype(np.uint8)
         write_video(root / "videos" / f"{i}.mp4", frames, fps=4)
-        rows.append({"id": str(i), "video": f"{i}.mp4", "conversations": [
-            {"from": "human", "value": "<video>\nWhat color is the clip?"}, {"from": "gpt", "value": f"It is {name}."}]})  # fmt: skip
+        rows.append(
+            {
+                "id": str(i),
+                "video": f"{i}.mp4",
+                "conversations": [
+                    {"from": "human", "value": "<video>\nWhat color is the clip?"},
+                    {"from": "gpt", "value": f"It is {name}."},
+                ],
+            }
+        )
     (root / "train.json").write_text(json.dumps(rows))
     return root
 
@@ -56,10 +63,17 @@ def write_config(tmp_path: Path, saved_model: Path, dataset: Path, **changes) ->
         "trainable": {"projector": True, "llm": "lora"},
         "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
         "training": {
-            "output_dir": str(tmp_path / "out"), "max_steps": 30, "per_device_train_batch_size": 4,
-            "learning_rate": 1e-2, "lr_scheduler_type": "constant", "logging_steps": 1, "save_steps": 1000, "dataloader_num_workers": 0, "seed": 0,
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 30,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "logging_steps": 1,
+            "save_steps": 1000,
+            "dataloader_num_workers": 0,
+            "seed": 0,
         },
-    }  # fmt: skip
+    }
     for key, value in changes.items():
         section, _, name = key.partition("__")
         if name:
@@ -84,7 +98,9 @@ def test_loss_decreases_and_merge_matches(tmp_path, saved_model, dataset, capsys
     assert "trainability check after step 1:" in out and "tensors updated, 0/" in out
     losses = list(logged_losses(tmp_path / "out").values())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
-    assert {"config.json", "tokenizer.json", "trainable.json", "trainable.safetensors"} <= {p.name for p in final.iterdir()}
+    assert {"config.json", "tokenizer.json", "trainable.json", "trainable.safetensors"} <= {
+        p.name for p in final.iterdir()
+    }
     assert (final / "trainable.safetensors").stat().st_size < 0.5 * (saved_model / "model.safetensors").stat().st_size
 
     processor = VideoLLMProcessor.from_pretrained(final)
@@ -103,9 +119,21 @@ def test_loss_decreases_and_merge_matches(tmp_path, saved_model, dataset, capsys
 
 def test_qlora_evaluated_before_training_still_learns(tmp_path, saved_model, dataset, capsys):
     path = write_config(
-        tmp_path, saved_model, dataset, quantization="nf4", training__max_steps=20, training__eval_on_start=True,
-        training__eval_strategy="steps", training__eval_steps=1000, training__save_steps=20,
-        data={"train": str(dataset / "train.json"), "eval": str(dataset / "train.json"), "video_root": str(dataset / "videos"), "num_frames": 4},
+        tmp_path,
+        saved_model,
+        dataset,
+        quantization="nf4",
+        training__max_steps=20,
+        training__eval_on_start=True,
+        training__eval_strategy="steps",
+        training__eval_steps=1000,
+        training__save_steps=20,
+        data={
+            "train": str(dataset / "train.json"),
+            "eval": str(dataset / "train.json"),
+            "video_root": str(dataset / "videos"),
+            "num_frames": 4,
+        },
     )
     run_training(path)
     assert "trainability check after step 1:" in capsys.readouterr().out  # it raises if LoRA got no gradient
@@ -117,9 +145,13 @@ def test_projector_gets_its_own_learning_rate(tmp_path, saved_model, dataset):
     trainer = make_trainer(load_train_config(write_config(tmp_path, saved_model, dataset, projector_lr=1e-2)))
     optimizer = trainer.create_optimizer()
     projector = {id(p) for p in trainer.model.projector.parameters()}
-    lrs = {("projector" if id(p) in projector else "rest"): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    lrs = {
+        ("projector" if id(p) in projector else "rest"): g["lr"] for g in optimizer.param_groups for p in g["params"]
+    }
     assert lrs == {"projector": 1e-2, "rest": trainer.args.learning_rate}
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in trainer.model.parameters())
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(
+        p.requires_grad for p in trainer.model.parameters()
+    )
 
 
 def test_trainability_check_catches_a_frozen_lora(tmp_path, saved_model, dataset):
@@ -133,7 +165,15 @@ def test_trainability_check_catches_a_frozen_lora(tmp_path, saved_model, dataset
 
 def test_align_then_instruct_stages_chain(tmp_path, parts, dataset):
     spec = tmp_path / "build.yaml"
-    spec.write_text(yaml.safe_dump({"vision": str(parts["clip"]), "llm": str(parts["llm"]), "projector": {"type": "adapool", "grid": [2, 2, 2]}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "vision": str(parts["clip"]),
+                "llm": str(parts["llm"]),
+                "projector": {"type": "adapool", "grid": [2, 2, 2]},
+            }
+        )
+    )
     align = write_config(tmp_path, parts["llm"], dataset, trainable={"projector": True}, training__max_steps=4)
     config = yaml.safe_load(align.read_text())
     config.pop("model")
@@ -144,10 +184,15 @@ def test_align_then_instruct_stages_chain(tmp_path, parts, dataset):
     assert json.loads((align_final / "trainable.json").read_text())["weights"][0].startswith("projector.")
     instruct = tmp_path / "instruct"
     instruct.mkdir()
-    stage2 = write_config(instruct, align_final, dataset, trainable={"projector": False, "llm": "lora"}, training__max_steps=4)
+    stage2 = write_config(
+        instruct, align_final, dataset, trainable={"projector": False, "llm": "lora"}, training__max_steps=4
+    )
     final = run_training(stage2)
     model = load_model(final)  # instruct delta -> align delta -> built base
-    aligned, built = load_model(align_final).projector.state_dict(), load_model(tmp_path / "out" / "base").projector.state_dict()
+    aligned, built = (
+        load_model(align_final).projector.state_dict(),
+        load_model(tmp_path / "out" / "base").projector.state_dict(),
+    )
     for name, weight in model.projector.state_dict().items():  # the aligned projector, carried through stage 2
         torch.testing.assert_close(weight, aligned[name], atol=0, rtol=0)
     assert any(not torch.equal(aligned[n], built[n]) for n in aligned)
@@ -162,7 +207,10 @@ def test_align_then_instruct_stages_chain(tmp_path, parts, dataset):
         ({"build": "x.yaml"}, "exactly one of model"),
         ({"trainable": {"llm": "adapters"}}, "trainable.llm: must be one of 'frozen', 'lora', 'full', got 'adapters'"),
         ({"epochs": 3}, "epochs: unknown key 'epochs'"),
-        ({"training__learning_rat": 1e-4}, "training.learning_rat: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"),
+        (
+            {"training__learning_rat": 1e-4},
+            "training.learning_rat: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)",
+        ),
         ({"training__learning_rate": -1e-4}, "training.learning_rate: must be above 0, got -0.0001"),
         ({"data": {"num_frames": "eight"}}, "data.num_frames: must be a whole number, got 'eight'"),
         ({"lora": {"rank": 8}}, "lora.rank: unknown key 'rank'"),
@@ -175,8 +223,15 @@ def test_config_errors(tmp_path, saved_model, dataset, changes, message):
 
 def test_every_config_problem_at_once_before_anything_loads(tmp_path, saved_model, dataset, capsys):
     (tmp_path / "taken").write_text("a file, not a folder")
-    config = write_config(tmp_path, saved_model, dataset, training__learning_rat=1e-4, training__learning_rate=-1.0,
-                          training__output_dir=str(tmp_path / "taken"), data={"train": "nowhere.json"})  # fmt: skip
+    config = write_config(
+        tmp_path,
+        saved_model,
+        dataset,
+        training__learning_rat=1e-4,
+        training__learning_rate=-1.0,
+        training__output_dir=str(tmp_path / "taken"),
+        data={"train": "nowhere.json"},
+    )
     started = time.perf_counter()
     assert main(["train", str(config)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -212,16 +267,29 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, saved_model, d
     assert "resuming from" in result.stdout
     resumed = logged_losses(killed / "out")
     assert sorted(resumed) == sorted(expected) == list(range(1, 41))
-    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)], [expected[s] for s in sorted(expected)], rtol=1e-4)
+    np.testing.assert_allclose(
+        [resumed[s] for s in sorted(resumed)], [expected[s] for s in sorted(expected)], rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset, stage):
     """ZeRO-2 on one node; ZeRO-3 through the multi-node script, where rank 1's batches are all text-only
     (rank 0's have videos): a model that skips its visual path on text-only batches hangs here."""
-    config = write_config(tmp_path, saved_model, dataset, training__max_steps=4, training__save_steps=4,
-                          training__deepspeed=str(ROOT / "configs" / "deepspeed" / f"{stage}.json"))  # fmt: skip
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29700 + (stage == "zero3"))}
+    config = write_config(
+        tmp_path,
+        saved_model,
+        dataset,
+        training__max_steps=4,
+        training__save_steps=4,
+        training__deepspeed=str(ROOT / "configs" / "deepspeed" / f"{stage}.json"),
+    )
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "MASTER_PORT": str(29700 + (stage == "zero3")),
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     if stage == "zero2":  # single node
         command = [str(ROOT / "scripts" / "train.sh"), str(config)]
@@ -229,7 +297,10 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
     else:  # the multi-node script, with a hostfile naming this machine; one rank gets only text-only rows
         (tmp_path / "hostfile").write_text("localhost slots=2\n")
         rows = json.loads((dataset / "train.json").read_text())
-        text_only = {"id": "t", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi."}]}
+        text_only = {
+            "id": "t",
+            "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi."}],
+        }
         (tmp_path / "mixed.json").write_text(json.dumps([r for row in rows for r in (row, text_only)]))
         settings = yaml.safe_load(config.read_text())
         settings["data"]["train"] = str(tmp_path / "mixed.json")
@@ -248,7 +319,9 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
 
 
 @pytest.mark.parametrize(
-    "config", sorted((ROOT / "configs" / "train").glob("*.yaml")) + [ROOT / "configs/shapes/video.yaml"], ids=lambda p: p.name
+    "config",
+    sorted((ROOT / "configs" / "train").glob("*.yaml")) + [ROOT / "configs/shapes/video.yaml"],
+    ids=lambda p: p.name,
 )
 def test_shipped_training_configs_are_valid(config, tmp_path):
     loaded = load_train_config(config, check_files=False)
@@ -260,8 +333,15 @@ def test_shipped_training_configs_are_valid(config, tmp_path):
 
 
 def test_adapted_features_with_gradient_checkpointing(tmp_path, saved_model, dataset, capsys):
-    path = write_config(tmp_path, saved_model, dataset, trainable={"projector": True, "llm": "lora", "vision": "lora"},
-                        vision_lora={"r": 4, "lora_alpha": 8}, training__max_steps=3, training__gradient_checkpointing=True)  # fmt: skip
+    path = write_config(
+        tmp_path,
+        saved_model,
+        dataset,
+        trainable={"projector": True, "llm": "lora", "vision": "lora"},
+        vision_lora={"r": 4, "lora_alpha": 8},
+        training__max_steps=3,
+        training__gradient_checkpointing=True,
+    )
     final = run_training(path)
     out = capsys.readouterr().out
     assert "projector + LLM LoRA r=8 + VISION LoRA r=4" in out
@@ -272,12 +352,28 @@ def test_adapted_features_with_gradient_checkpointing(tmp_path, saved_model, dat
 
 def test_feature_cache(tmp_path, saved_model, dataset, capsys):
     cache = tmp_path / "cache"
-    uniform = {"train": str(dataset / "train.json"), "video_root": str(dataset / "videos"), "num_frames": 4, "sampler": "uniform"}
+    uniform = {
+        "train": str(dataset / "train.json"),
+        "video_root": str(dataset / "videos"),
+        "num_frames": 4,
+        "sampler": "uniform",
+    }
     plain_dir, cached_dir = tmp_path / "plain", tmp_path / "cached"
     plain_dir.mkdir(), cached_dir.mkdir()
-    run_training(write_config(plain_dir, saved_model, dataset, data=uniform, training__max_steps=10, training__save_steps=10))
-    run_training(write_config(cached_dir, saved_model, dataset, data=uniform, feature_cache=str(cache),
-                              training__max_steps=10, training__save_steps=10))  # fmt: skip
+    run_training(
+        write_config(plain_dir, saved_model, dataset, data=uniform, training__max_steps=10, training__save_steps=10)
+    )
+    run_training(
+        write_config(
+            cached_dir,
+            saved_model,
+            dataset,
+            data=uniform,
+            feature_cache=str(cache),
+            training__max_steps=10,
+            training__save_steps=10,
+        )
+    )
     out = capsys.readouterr().out
     assert "'videos': 16, 'extracted': 16, 'cached': 0, 'failed': 0" in out
     assert len(list(cache.glob("*/*.safetensors"))) == 16
@@ -289,7 +385,9 @@ def test_feature_cache(tmp_path, saved_model, dataset, capsys):
     again = tmp_path / "again"
     again.mkdir()
     os.utime(dataset / "videos" / "3.mp4")  # a changed video is extracted again, the rest are read
-    run_training(write_config(again, saved_model, dataset, data=uniform, feature_cache=str(cache), training__max_steps=2))
+    run_training(
+        write_config(again, saved_model, dataset, data=uniform, feature_cache=str(cache), training__max_steps=2)
+    )
     assert "'extracted': 1, 'cached': 15" in capsys.readouterr().out
 
 
@@ -299,7 +397,9 @@ def test_feature_cache_refuses_random_frames(tmp_path, saved_model, dataset):
 
 
 def test_full_vision_training_unfreezes_only_what_the_features_use(tmp_path, saved_model, dataset, capsys):
-    path = write_config(tmp_path, saved_model, dataset, trainable={"projector": True, "vision": "full"}, training__max_steps=2)
+    path = write_config(
+        tmp_path, saved_model, dataset, trainable={"projector": True, "vision": "full"}, training__max_steps=2
+    )
     final = run_training(path)  # the trainability check raises if a trainable tensor got no update
     weights = json.loads((final / "trainable.json").read_text())["weights"]
     assert any(w.startswith("vision_tower.model.encoder.layers.1.") for w in weights)
@@ -307,8 +407,16 @@ def test_full_vision_training_unfreezes_only_what_the_features_use(tmp_path, sav
 
 
 def test_trainability_check_waits_out_a_warmup_from_zero(tmp_path, saved_model, dataset, capsys):
-    run_training(write_config(tmp_path, saved_model, dataset, training__max_steps=4, training__warmup_steps=2,
-                              training__lr_scheduler_type="linear"))  # fmt: skip
+    run_training(
+        write_config(
+            tmp_path,
+            saved_model,
+            dataset,
+            training__max_steps=4,
+            training__warmup_steps=2,
+            training__lr_scheduler_type="linear",
+        )
+    )
     out = capsys.readouterr().out
     assert "trainability check after step 2:" in out, out[-500:]  # step 1 ran at learning rate 0
 
@@ -319,19 +427,38 @@ def test_parts_bundle_loads_like_its_checkpoint(tmp_path, saved_model, parts, da
     names = {p.name for p in bundle.iterdir()}
     assert {"tower", "config.json", "trainable.json", "trainable.safetensors", "tokenizer.json"} <= names
     assert "model.safetensors" not in names  # the LLM is named, not copied
-    assert json.loads((bundle / "trainable.json").read_text())["base_parts"] == {"vision": "tower", "llm": str(parts["llm"])}
+    assert json.loads((bundle / "trainable.json").read_text())["base_parts"] == {
+        "vision": "tower",
+        "llm": str(parts["llm"]),
+    }
     processor = VideoLLMProcessor.from_pretrained(bundle)
     batch = processor([[{"role": "user", "content": "<video>\nWhat color is the clip?"}]], [[random_frames(4, 32, 32)]])
     expected, got = load_model(final)(**batch).logits, load_model(bundle)(**batch).logits
     torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)  # float16 parts
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.95
-    assert main(["chat", "--model", str(bundle), "--video", str(next((dataset / "videos").iterdir())),
-                 "--question", "What color is the clip?", "--max-new-tokens", "3"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(bundle),
+                "--video",
+                str(next((dataset / "videos").iterdir())),
+                "--question",
+                "What color is the clip?",
+                "--max-new-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
 
 
 def test_overrides_read_exponent_floats_as_numbers():
     from vllm_i2v.models.spec import apply_overrides
 
     assert apply_overrides({}, ["training.learning_rate=2e-4", "name=1e", "n=3"]) == {
-        "training": {"learning_rate": 2e-4}, "name": "1e", "n": 3,
+        "training": {"learning_rate": 2e-4},
+        "name": "1e",
+        "n": 3,
     }

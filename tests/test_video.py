@@ -95,7 +95,9 @@ def test_single_image_is_a_one_frame_video(tmp_path):
 
 def test_gif(tmp_path):
     images = [Image.fromarray(f) for f in numbered_frames(10)]
-    images[0].save(tmp_path / "anim.gif", save_all=True, append_images=images[1:], duration=100, loop=0)  # GIF stores centiseconds
+    images[0].save(
+        tmp_path / "anim.gif", save_all=True, append_images=images[1:], duration=100, loop=0
+    )  # GIF stores centiseconds
     clip = read_video(tmp_path / "anim.gif", UniformSampler(4))
     assert clip.backend == "pillow" and clip.fps == pytest.approx(10.0)
     np.testing.assert_array_equal(frame_numbers(clip.frames), [0, 3, 6, 9])

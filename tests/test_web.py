@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_i2v.bundled import DEFAULT_MODEL
-from vllm_i2v.bundled import SAMPLE_VIDEO
+from vllm_i2v.bundled import DEFAULT_MODEL, SAMPLE_VIDEO
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -41,8 +40,13 @@ def server():
     from vllm_i2v.models.checkpoint import load_model
     from vllm_i2v.web.server import DemoServer
 
-    demo = DemoServer(load_model(DEFAULT_MODEL), VideoLLMProcessor.from_pretrained(DEFAULT_MODEL),
-                      samples={SAMPLE_VIDEO.name: SAMPLE_VIDEO}, upload_limit=2 * 2**20, max_new_tokens=40)  # fmt: skip
+    demo = DemoServer(
+        load_model(DEFAULT_MODEL),
+        VideoLLMProcessor.from_pretrained(DEFAULT_MODEL),
+        samples={SAMPLE_VIDEO.name: SAMPLE_VIDEO},
+        upload_limit=2 * 2**20,
+        max_new_tokens=40,
+    )
     port = free_port()
     runner = uvicorn.Server(uvicorn.Config(demo.app(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=runner.run, daemon=True)
@@ -148,7 +152,11 @@ def test_bad_uploads_are_the_clis_one_line_errors(server, tmp_path):
     assert status == 413 and "larger than 2 MB" in body["error"]
     png_magic = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100  # PyAV raises its PermissionError on it
     status, body = call(f"{base}/api/tab-dddddddd/upload", png_magic, {"X-Filename": "fake.png"})
-    assert status == 400 and body["error"].startswith("error: fake.png: not a readable video") and "\n" not in body["error"]
+    assert (
+        status == 400
+        and body["error"].startswith("error: fake.png: not a readable video")
+        and "\n" not in body["error"]
+    )
     assert not list((demo.root / "tab-dddddddd").glob("upload-*"))  # nothing bad is kept
     status, body = call(f"{base}/api/tab-dddddddd/ask", {"question": "Hi?"})  # the tab goes on, and says why not
     assert status == 400 and "no video is loaded" in body["error"]
@@ -159,7 +167,10 @@ def send_partial_upload(base: str, tab: str, sent: int, declared: int) -> None:
     """A client that starts an upload and disconnects halfway."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as conn:
-        head = f"POST /api/{tab}/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\nX-Filename: a.mp4\r\n\r\n"
+        head = (
+            f"POST /api/{tab}/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+            "X-Filename: a.mp4\r\n\r\n"
+        )
         conn.sendall(head.encode() + b"0" * sent)
         time.sleep(0.3)
 
@@ -221,8 +232,13 @@ def test_limits_are_shown_as_set():
 def test_sigterm_stops_the_server_promptly_despite_a_stalled_client(tmp_path):
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "vllm_i2v.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm_i2v.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert "vllm-i2v demo on" in proc.stdout.readline()
         wait_for(lambda: call(f"http://127.0.0.1:{port}/api/info")[0] == 200, 60)
@@ -239,14 +255,21 @@ def test_sigterm_stops_the_server_promptly_despite_a_stalled_client(tmp_path):
         proc.kill()
 
 
-def test_serve_warns_when_bound_beyond_this_machine(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "vllm_i2v.cli", "serve", "--host", "0.0.0.0", "--model", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+def test_serving_beyond_this_machine_needs_an_api_key_and_warns(tmp_path):
+    command = [sys.executable, "-m", "vllm_i2v.cli", "serve", "--host", "0.0.0.0", "--model", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_I2V_API_KEY"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: serving on 0.0.0.0: the /v1 API needs --api-key (or $VLLM_I2V_API_KEY) beyond 127.0.0.1"
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**env, "VLLM_I2V_API_KEY": "k"})
     assert "no authentication" in done.stderr and "not a VideoLLM checkpoint" in done.stderr and done.returncode == 2
 
 
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
 def test_in_a_real_browser(server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -256,10 +279,18 @@ def test_in_a_real_browser(server, tmp_path):
     _, base = server
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--window-size=1280,900", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1280,900",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     os.environ.update(env)  # Chromium writes outside its profile too
@@ -271,12 +302,20 @@ def test_in_a_real_browser(server, tmp_path):
         shutil.copy(SAMPLE_VIDEO, clip)
         driver.find_element(By.ID, "upload").send_keys(str(clip))
         wait.until(lambda d: "frames encoded" in d.find_element(By.ID, "status").text)
-        wait.until(lambda d: d.execute_script("const v = document.getElementById('player'); return v.readyState >= 2 && v.videoWidth > 0"))
+        wait.until(
+            lambda d: d.execute_script(
+                "const v = document.getElementById('player'); return v.readyState >= 2 && v.videoWidth > 0"
+            )
+        )
         for question, truth in TRUTH.items():
             driver.find_element(By.ID, "question").send_keys(question)
             driver.find_element(By.ID, "ask").click()
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.model")
-                       and d.find_elements(By.CSS_SELECTOR, ".msg.model")[-1].get_attribute("data-done") == "true")  # fmt: skip
+            wait.until(
+                lambda d: (
+                    d.find_elements(By.CSS_SELECTOR, ".msg.model")
+                    and d.find_elements(By.CSS_SELECTOR, ".msg.model")[-1].get_attribute("data-done") == "true"
+                )
+            )
             assert driver.find_elements(By.CSS_SELECTOR, ".msg.model")[-1].text.strip() == truth
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "web-demo.png"))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    CLIPConfig,
     CLIPImageProcessor,
     CLIPModel,
-    CLIPConfig,
     CLIPVisionConfig,
     CLIPVisionModel,
     LlamaConfig,
@@ -28,7 +28,9 @@ CORPUS = [
     "user assistant system video image frame color shape left right up down first second",
 ] * 4
 
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8
+)
 
 
 def make_tokenizer(chat_template: str | None = CHATML) -> PreTrainedTokenizerFast:
@@ -79,7 +81,9 @@ def save_tiny_clip(path: Path, full_clip: bool = False, seed: int = 0) -> Path:
     if full_clip:
         config = CLIPConfig(
             vision_config=VISION,
-            text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99),
+            text_config=dict(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99
+            ),
         )
         CLIPModel(config).save_pretrained(path)
     else:

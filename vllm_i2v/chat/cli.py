@@ -33,17 +33,23 @@ def load_chat_model(model=None, vision=None, llm=None, projector: str | None = N
         if not (vision and llm):
             raise ConfigError("building from parts needs both --vision and --llm")
         kind = projector or DEFAULT_PROJECTOR["type"]
-        print(f"warning: the {kind} projector between --vision and --llm has new, untrained weights: answers mean "
-              "nothing until it is trained (vllm-i2v train), or start from a converted LLaVA (vllm-i2v convert)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: the {kind} projector between --vision and --llm has new, untrained weights: answers mean "
+            "nothing until it is trained (vllm-i2v train), or start from a converted LLaVA (vllm-i2v convert)",
+            file=sys.stderr,
+        )
         return build_video_llm({"vision": vision, "llm": llm, "projector": {"type": kind}})
     path = Path(model) if model else DEFAULT_MODEL
     if not model and not (path / "config.json").is_file():
-        raise ConfigError(f"the bundled model is missing from {path} (scripts/build_demo_model.sh rebuilds it); pass --model DIR")
+        raise ConfigError(
+            f"the bundled model is missing from {path} (scripts/build_demo_model.sh rebuilds it); pass --model DIR"
+        )
     return load_model(path), VideoLLMProcessor.from_pretrained(path)
 
 
-def run_chat(session: ChatSession, questions: list[str] | None = None, as_json: bool = False, verbose: bool = False) -> int:
+def run_chat(
+    session: ChatSession, questions: list[str] | None = None, as_json: bool = False, verbose: bool = False
+) -> int:
     """Answer ``questions`` in order and print the answers (or, ``as_json``, the turns as JSON), or with none talk
     interactively."""
     if questions:

@@ -15,62 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, TextStreamer
+from transformers import DynamicCache
 
 from ..atomic import write_text_atomic
-from ..models.processor import common_prefix_length
 from ..video import UniformSampler, read_video
-
-
-@dataclass
-class TurnTimes:
-    """Seconds spent per stage of one answer, and its speed."""
-
-    decode: float = 0.0
-    encode: float = 0.0
-    prefill_tokens: int = 0
-    generate: float = 0.0
-    new_tokens: int = 0
-    first_token: float = 0.0
-
-    def describe(self) -> str:
-        rate = self.new_tokens / self.generate if self.generate else 0.0
-        return (
-            f"decode {self.decode:.2f}s, encode {self.encode:.2f}s, prefill {self.prefill_tokens} tokens, "
-            f"first token {self.first_token:.2f}s, generate {self.generate:.2f}s ({self.new_tokens} tokens, {rate:.1f} tokens/s)"
-        )
-
-
-class TimedTextStreamer(TextStreamer):
-    """Hands the answer's text to ``on_text`` as it is generated (on the generating thread; a piece ends at a
-    word boundary) and notes when the first new token arrived (``first_token_at``, perf_counter)."""
-
-    def __init__(self, tokenizer, on_text=None, **decode_kwargs):
-        super().__init__(tokenizer, skip_prompt=True, **decode_kwargs)
-        self.on_text = on_text
-        self.pieces: list[str] = []
-        self.first_token_at: float | None = None
-
-    def put(self, value):
-        if not self.next_tokens_are_prompt and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        super().put(value)
-
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        if text:
-            self.pieces.append(text)
-            if self.on_text:
-                self.on_text(text)
-
-
-class _Cancel(StoppingCriteria):
-    """Stops generation when the session's cancel event is set (Ctrl-C in the CLI)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+from .generation import TurnTimes, continue_conversation, prompt_key
 
 
 @dataclass
@@ -91,7 +40,7 @@ class ChatSession:
         self.frame_count = 0
         self.messages: list[dict] = []
         self.cache = DynamicCache()
-        self.cached_ids: list[int] = []
+        self.cached_key: list = []
         self.cancel = threading.Event()
         self.pending = TurnTimes()
 
@@ -122,7 +71,7 @@ class ChatSession:
 
     def _drop_cache(self) -> None:
         self.cache = DynamicCache()
-        self.cached_ids = []
+        self.cached_key = []
 
     def set_frames(self, num_frames: int) -> None:
         """Sample ``num_frames`` frames from now on. The current video is re-encoded and the conversation kept:
@@ -151,37 +100,27 @@ class ChatSession:
         messages = self.messages + [{"role": "user", "content": f"{token}\n{question}" if first else question}]
         frame_counts = [self.frame_count] if self.video else []
         ids, _ = self.processor.expanded_ids(messages, frame_counts, add_generation_prompt=True)
-        common = min(common_prefix_length(self.cached_ids, ids), len(ids) - 1)  # at least one token to prefill
-        stale = self.cache.get_seq_length() - common
-        if stale > 0:
-            self.cache.crop(-stale)  # keep only the keys and values of the shared prefix
-        input_ids = torch.tensor([ids], device=self.model.device)
-        embeds = self.model.merge(input_ids, self.visual_tokens if self.video else [])
+        visual = self.visual_tokens if self.video else []
+        key = prompt_key(ids, self.model.visual_placeholder_ids, ["video"] * len(visual), [len(t) for t in visual])
         times, self.pending = self.pending, TurnTimes()
-        times.prefill_tokens = len(ids) - common
         self.cancel.clear()
-        streamer = TimedTextStreamer(self.processor.tokenizer, on_text, skip_special_tokens=True)
-        started = time.perf_counter()
         try:
-            with torch.no_grad():
-                out = self.model.language_model.generate(
-                    inputs_embeds=embeds,
-                    attention_mask=torch.ones_like(input_ids),
-                    cache=self.cache,
-                    max_new_tokens=self.max_new_tokens,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Cancel(self.cancel)]),
-                    pad_token_id=self.processor.tokenizer.pad_token_id,
-                    **self.generation,
-                )
+            reply, self.cached_key = continue_conversation(
+                self.model,
+                self.processor,
+                ids,
+                visual,
+                self.cache,
+                self.cached_key,
+                key,
+                self.max_new_tokens,
+                self.generation,
+                on_text,
+                self.cancel,
+                times=times,
+            )
         except BaseException:
-            self.cached_ids, self.cache = [], DynamicCache()  # the cache may hold half a turn
+            self._drop_cache()  # the cache may hold half a turn
             raise
-        times.generate = time.perf_counter() - started
-        times.first_token = (streamer.first_token_at or time.perf_counter()) - started
-        new_ids = out[0].tolist()
-        times.new_tokens = len(new_ids)
-        answer = "".join(streamer.pieces).strip()
-        self.cached_ids = ids + new_ids[:-1]  # the last token's keys and values are not computed yet
-        self.messages = messages + [{"role": "assistant", "content": answer}]
-        return answer, times
+        self.messages = messages + [{"role": "assistant", "content": reply.text}]
+        return reply.text, reply.times

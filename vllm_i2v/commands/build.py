@@ -9,7 +9,10 @@ from .common import add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "build", run, "assemble a VideoLLM checkpoint from a vision tower and a chat LLM",
+        subparsers,
+        "build",
+        run,
+        "assemble a VideoLLM checkpoint from a vision tower and a chat LLM",
         "Assemble a VideoLLM checkpoint (safetensors) from an image-pretrained vision tower, a temporal projector "
         "(new weights) and a chat LLM, as named in a build spec. The checkpoint holds every weight (the demo spec "
         "writes about 850 MB).",
@@ -17,7 +20,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("spec", help="build spec YAML (see configs/model/)")
     parser.add_argument("out", help="output checkpoint directory")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys for nesting (projector.type=mlp)")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, dotted keys for nesting (projector.type=mlp)"
+    )
 
 
 def run(args) -> None:

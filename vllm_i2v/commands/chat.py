@@ -7,7 +7,10 @@ from .common import add_chat_model_args, add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "chat", run, "chat about a video (interactive, or --question for scripts)",
+        subparsers,
+        "chat",
+        run,
+        "chat about a video (interactive, or --question for scripts)",
         "Multi-turn chat over a video with streamed answers. The video is decoded and encoded once; later turns "
         "reuse the conversation's KV cache. Interactive commands: /video PATH, /reset, /frames N, /save FILE, /help, "
         "/quit. With --question (repeatable) it answers in order and exits; stdout then holds only the answers (or, "

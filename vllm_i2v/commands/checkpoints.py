@@ -7,7 +7,10 @@ from .common import add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "bundle", run_bundle, "write a trained checkpoint as its small parts plus the name of its LLM",
+        subparsers,
+        "bundle",
+        run_bundle,
+        "write a trained checkpoint as its small parts plus the name of its LLM",
         "Write a trainable-only checkpoint whose vision tower stayed frozen as a parts bundle: the tower, the "
         "trained projector and LoRA (float16), config and tokenizer; the LLM is named (a package:// path, folder "
         "or GGUF file), not copied. `chat --model` and every loader read a bundle like any checkpoint.",
@@ -19,7 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--llm", required=True, help="where loaders get the LLM: package://..., a folder or a .gguf")
 
     parser = add_command(
-        subparsers, "merge", run_merge, "fold LoRA into the base weights and write a standalone checkpoint",
+        subparsers,
+        "merge",
+        run_merge,
+        "fold LoRA into the base weights and write a standalone checkpoint",
         "Load a trained checkpoint (trainable-only or full), merge its LoRA adapters into the LLM and vision tower, "
         "and save a standalone checkpoint. --lora-scale scales the LLM's LoRA (PLLaVA's post-hoc scaling).",
         "vllm-i2v merge outputs/run1/final outputs/run1-merged --lora-scale 1.0",
@@ -39,4 +45,7 @@ def run_merge(args) -> None:
     from ..models.checkpoint import merge_checkpoint
 
     merged = merge_checkpoint(args.src, args.dst, args.lora_scale)
-    print(f"merged {merged['llm']} LLM and {merged['vision']} vision LoRA layers (LLM scale {args.lora_scale}) -> {args.dst}")
+    print(
+        f"merged {merged['llm']} LLM and {merged['vision']} vision LoRA layers "
+        f"(LLM scale {args.lora_scale}) -> {args.dst}"
+    )

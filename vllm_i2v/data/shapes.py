@@ -244,11 +244,11 @@ def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False
     if movers:
         for mover in movers if every_object else [movers[int(rng.integers(len(movers)))]]:
             qa.append({"type": "motion", "subtype": "direction", "question": f"Which direction does the {mover.name} move?",
-                       "answer": mover.direction})  # fmt: skip
+                       "answer": mover.direction})
     for other in objects if every_object else [objects[int(rng.integers(len(objects)))]]:
         state = "moving" if other.direction else "still"
         qa.append({"type": "motion", "subtype": "moving-or-still", "question": f"Is the {other.name} moving or still?",
-                   "answer": state})  # fmt: skip
+                   "answer": state})
     entries = sorted(o.enter for o in objects)
     if len(objects) > 1 and entries[1] - entries[0] >= 0.5:
         first = min(objects, key=lambda o: o.enter)

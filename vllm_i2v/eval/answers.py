@@ -8,9 +8,18 @@ import re
 from collections import Counter
 
 NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
-}  # fmt: skip
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 ARTICLES = {"a", "an", "the"}
 
 
@@ -48,7 +57,9 @@ def extract_choice(prediction: str, options: str) -> str | None:
         found = re.search(pattern, text, re.IGNORECASE if "option" in pattern else 0)
         if found and found.group(1).upper() in letters:
             return found.group(1).upper()
-    texts = {m.group(1): normalize_answer(m.group(2)) for m in re.finditer(r"^\(([A-Z])\) (.*)$", options, re.MULTILINE)}
+    texts = {
+        m.group(1): normalize_answer(m.group(2)) for m in re.finditer(r"^\(([A-Z])\) (.*)$", options, re.MULTILINE)
+    }
     said = normalize_answer(text)
     hits = [letter for letter, option in texts.items() if option and option in said]
     return hits[0] if len(hits) == 1 else None

@@ -46,8 +46,13 @@ class JudgePrompt:
         path, raw = load_named_yaml(name_or_path, "prompts", {"version", "system", "user"})
         if raw.get("reply", "verdict") not in ("verdict", "score"):
             raise ConfigError(f"{path}: reply must be 'verdict' or 'score', got {raw['reply']!r}")
-        return cls(str(raw["version"]), raw["system"].strip(), raw["user"].strip(), raw.get("reply", "verdict"),
-                   bool(raw.get("pairs", False)))  # fmt: skip
+        return cls(
+            str(raw["version"]),
+            raw["system"].strip(),
+            raw["user"].strip(),
+            raw.get("reply", "verdict"),
+            bool(raw.get("pairs", False)),
+        )
 
     def messages(self, fields: dict) -> list[dict]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user.format(**fields)}]
@@ -122,8 +127,14 @@ class Judge:
 
     concurrency = 1
 
-    def __init__(self, model: str, prompt: JudgePrompt, cache: JudgmentCache | None = None, parse_retries: int = 2,
-                 types: list[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        prompt: JudgePrompt,
+        cache: JudgmentCache | None = None,
+        parse_retries: int = 2,
+        types: list[str] | None = None,
+    ):
         self.model, self.prompt, self.cache, self.parse_retries = model, prompt, cache, parse_retries
         self.types = set(types) if types else None  # question types this judge scores (None: all)
 
@@ -142,14 +153,32 @@ class Judge:
         pairs prompt; each with ``question_id``, ``type`` and the prompt's fields."""
         mine = [row for row in rows if self.types is None or row.get("type") in self.types]
         if not self.prompt.pairs:
-            return [{"question_id": r["question_id"], "type": r.get("type"), "question": r["question"],
-                     "answer": r["answer"], "pred": r["pred"]} for r in mine]  # fmt: skip
+            return [
+                {
+                    "question_id": r["question_id"],
+                    "type": r.get("type"),
+                    "question": r["question"],
+                    "answer": r["answer"],
+                    "pred": r["pred"],
+                }
+                for r in mine
+            ]
         turns: dict[str, dict] = {}
         for row in mine:
             turns.setdefault(str(row["pair"]), {})[int(row["turn"])] = row
-        return [{"question_id": pair, "type": t[1].get("type"), "question": t[1]["question"], "answer": t[1]["answer"],
-                 "pred": t[1]["pred"], "question2": t[2]["question"], "pred2": t[2]["pred"]}
-                for pair, t in turns.items() if set(t) == {1, 2}]  # fmt: skip
+        return [
+            {
+                "question_id": pair,
+                "type": t[1].get("type"),
+                "question": t[1]["question"],
+                "answer": t[1]["answer"],
+                "pred": t[1]["pred"],
+                "question2": t[2]["question"],
+                "pred2": t[2]["pred"],
+            }
+            for pair, t in turns.items()
+            if set(t) == {1, 2}
+        ]
 
     def judge_one(self, item: dict) -> dict:
         """The judgment of one input (from :meth:`inputs`): ``pred``, ``score`` (None on a parse failure), the
@@ -169,10 +198,19 @@ class Judge:
                     break
             if self.cache:
                 self.cache.put(key, reply, served)
-        return {"question_id": item["question_id"], "type": item["type"], "judge": self.name, "judge_model": self.model,
-                "prompt_version": self.prompt.version, "temperature": 0, "served_model": served,
-                "pred": verdict["pred"] if verdict else None, "score": verdict["score"] if verdict else None,
-                "parse_failure": verdict is None, "reply": reply}  # fmt: skip
+        return {
+            "question_id": item["question_id"],
+            "type": item["type"],
+            "judge": self.name,
+            "judge_model": self.model,
+            "prompt_version": self.prompt.version,
+            "temperature": 0,
+            "served_model": served,
+            "pred": verdict["pred"] if verdict else None,
+            "score": verdict["score"] if verdict else None,
+            "parse_failure": verdict is None,
+            "reply": reply,
+        }
 
     def judge(self, items: list[dict]):
         """Yield judgments of :meth:`inputs` as they finish, ``concurrency`` requests at a time."""
@@ -185,16 +223,28 @@ class EndpointJudge(Judge):
     """A chat model behind an OpenAI-compatible endpoint: base URL and key from ``VLLM_I2V_JUDGE_BASE_URL`` /
     ``VLLM_I2V_JUDGE_API_KEY`` (else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``)."""
 
-    def __init__(self, model: str, prompt: JudgePrompt, cache=None, base_url: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 4, concurrency: int = 4, max_tokens: int = 128, parse_retries: int = 2,
-                 types: list[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        prompt: JudgePrompt,
+        cache=None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        concurrency: int = 4,
+        max_tokens: int = 128,
+        parse_retries: int = 2,
+        types: list[str] | None = None,
+    ):
         super().__init__(model, prompt, cache, parse_retries, types)
         from openai import OpenAI
 
         self.base_url = base_url or os.environ.get(ENV_BASE_URL) or os.environ.get("OPENAI_BASE_URL")
         if not self.base_url:
-            raise ConfigError(f"judge {model}: no endpoint; set {ENV_BASE_URL} (an OpenAI-compatible base URL, e.g. "
-                              "http://127.0.0.1:8000/v1) or pass --judge-url")  # fmt: skip
+            raise ConfigError(
+                f"judge {model}: no endpoint; set {ENV_BASE_URL} (an OpenAI-compatible base URL, e.g. "
+                "http://127.0.0.1:8000/v1) or pass --judge-url"
+            )
         key = os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY") or "none"
         self.client = OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries)
         self.concurrency, self.max_tokens = concurrency, max_tokens
@@ -205,8 +255,10 @@ class EndpointJudge(Judge):
                 model=self.model, messages=[{"role": "user", "content": "Reply with OK."}], max_tokens=1, temperature=0
             )
         except Exception as exc:  # noqa: BLE001 - any failure here means the judge cannot work
-            raise VllmI2VError(f"judge endpoint {self.base_url} (model {self.model}) is not usable: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None  # fmt: skip
+            raise VllmI2VError(
+                f"judge endpoint {self.base_url} (model {self.model}) is not usable: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
 
     def ask(self, messages: list[dict]) -> tuple[str, str]:
         response = self.client.chat.completions.create(
@@ -218,8 +270,15 @@ class EndpointJudge(Judge):
 class LocalJudge(Judge):
     """A local transformers chat model (folder) as judge, greedy."""
 
-    def __init__(self, path: str, prompt: JudgePrompt, cache=None, max_tokens: int = 128, parse_retries: int = 0,
-                 types: list[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str,
+        prompt: JudgePrompt,
+        cache=None,
+        max_tokens: int = 128,
+        parse_retries: int = 0,
+        types: list[str] | None = None,
+    ):
         super().__init__(f"local:{Path(path).name}", prompt, cache, parse_retries, types)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -230,14 +289,21 @@ class LocalJudge(Judge):
     def ask(self, messages: list[dict]) -> tuple[str, str]:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
             out = self.lm.generate(**ids, do_sample=False, max_new_tokens=self.max_tokens)
         return self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True), self.model
 
 
-def make_judge(spec: str, prompt: JudgePrompt, cache: JudgmentCache | None = None, types: list[str] | None = None,
-               **endpoint_options) -> Judge:  # fmt: skip
+def make_judge(
+    spec: str,
+    prompt: JudgePrompt,
+    cache: JudgmentCache | None = None,
+    types: list[str] | None = None,
+    **endpoint_options,
+) -> Judge:
     """``local:DIR`` for a local transformers model, else the model name at the configured endpoint (with
     ``endpoint_options``: ``base_url``, ``timeout``, ``max_retries``, ``concurrency``); ``types``: the question
     types it scores."""

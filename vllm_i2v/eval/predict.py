@@ -55,8 +55,17 @@ def append_jsonl(file, rows: list[dict]) -> None:
 
 @torch.no_grad()
 def predict(
-    model, processor, rows: list[dict], video_root, out_path, batch_size: int = 16, num_frames: int | None = None,
-    max_new_tokens: int = 16, feature_cache=None, decode_timeout: float | None = 60.0, prompt: str = "{question}",
+    model,
+    processor,
+    rows: list[dict],
+    video_root,
+    out_path,
+    batch_size: int = 16,
+    num_frames: int | None = None,
+    max_new_tokens: int = 16,
+    feature_cache=None,
+    decode_timeout: float | None = 60.0,
+    prompt: str = "{question}",
     generation: dict | None = None,
 ) -> dict:
     """Answer ``rows`` (dicts with ``question_id``, ``video``, ``question``, ``answer``) into ``out_path`` (JSONL).
@@ -112,8 +121,12 @@ def predict(
                 visual.append([tokens])
             if batch:
                 new_tokens = model.generate_shared_prefix(
-                    prompts, visual, do_sample=False, max_new_tokens=max_new_tokens,
-                    pad_token_id=processor.tokenizer.pad_token_id, **(generation or {}),
+                    prompts,
+                    visual,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=processor.tokenizer.pad_token_id,
+                    **(generation or {}),
                 )
                 answers = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 append_jsonl(out, [{**row, "pred": answer.strip()} for row, answer in zip(batch, answers)])

@@ -71,10 +71,10 @@ def plot_bars(path, groups: list[str], series: dict[str, list[float | None]], ti
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("%")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, not on them
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -82,14 +82,24 @@ def write_report(run_dir, metrics: dict) -> None:
     """``report.md`` (settings, headline table, breakdown by type, missing videos) and ``scores.png``."""
     run_dir = Path(run_dir)
     lines = [f"# {metrics['task']}: {metrics['model']}", "", metrics.get("description", ""), ""]
-    lines += [_table(["setting", "value"], [[k, metrics.get(k)] for k in SETTINGS] + [
-        ["task file", metrics.get("task_file")], ["questions answered", f"{metrics['answered']} / {metrics['questions']}"],
-        ["missing videos", metrics["missing"]]])]  # fmt: skip
+    lines += [
+        _table(
+            ["setting", "value"],
+            [[k, metrics.get(k)] for k in SETTINGS]
+            + [
+                ["task file", metrics.get("task_file")],
+                ["questions answered", f"{metrics['answered']} / {metrics['questions']}"],
+                ["missing videos", metrics["missing"]],
+            ],
+        )
+    ]
     numbers = headline(metrics)
     lines += ["", "## Scores", "", _table(list(numbers), [list(numbers.values())])]
     for judge, entry in metrics["judges"].items():
-        lines.append(f"\n{judge}: {entry['n']} judged, {entry['parse_failures']} parse failures (not scored), "
-                     f"served model {', '.join(entry['served_models'])}, temperature 0.")  # fmt: skip
+        lines.append(
+            f"\n{judge}: {entry['n']} judged, {entry['parse_failures']} parse failures (not scored), "
+            f"served model {', '.join(entry['served_models'])}, temperature 0."
+        )
     by_type = _by_type_table(metrics)
     if by_type:
         lines += ["", "## By question type", "", by_type]
@@ -113,18 +123,39 @@ def load_metrics(run_dir) -> dict:
     return json.loads(path.read_text())
 
 
+COMPARED_SETTINGS = ("task", "model", "data", "frames", "visual_tokens", "max_new_tokens", "bf16", "decoding")
+
+
 def compare(run_dirs: list[str], out=None) -> str:
-    """One table (and, with ``out``, ``out/compare.md`` + ``out/compare.png``) of several runs' headline numbers;
-    a column belongs to one judge or metric, a cell is empty where a run lacks it."""
+    """Tables (and, with ``out``, ``out/compare.md`` + ``out/compare.png``) of several runs: their headline numbers
+    (a column belongs to one judge or metric; a cell is empty where a run lacks it), every setting in which the
+    runs differ, and each metric by question type where the runs have types."""
     runs = [(str(d), load_metrics(d)) for d in run_dirs]
     columns: list[str] = []
     for _, metrics in runs:
         columns += [c for c in headline(metrics) if c not in columns]
-    rows = [[d, m["task"], m["model"], m.get("frames"), m.get("visual_tokens")] + [headline(m).get(c) for c in columns]
-            for d, m in runs]  # fmt: skip
-    table = _table(["run", "task", "model", "frames", "visual tokens", *columns], rows)
+    rows = [[d] + [headline(m).get(c) for c in columns] for d, m in runs]
+    table = _table(["run", *columns], rows)
+    differing = [k for k in COMPARED_SETTINGS if len({json.dumps(m.get(k)) for _, m in runs}) > 1]
+    shared = [k for k in COMPARED_SETTINGS if k not in differing and runs[0][1].get(k) is not None]
+    table += "\\n\\nSettings that differ between the runs:\\n\\n" + (
+        _table(["run", *differing], [[d] + [str(m.get(k)) for k in differing] for d, m in runs])
+        if differing
+        else "none"
+    )
+    table += "\\n\\nShared: " + ", ".join(f"{k} {runs[0][1].get(k)}" for k in shared)
+    for metric in columns:
+        types = sorted({t for _, m in runs for t in _by_type_columns(m)[1].get(metric, {})})
+        if types:
+            cells = [[d] + [_by_type_columns(m)[1].get(metric, {}).get(t) for t in types] for d, m in runs]
+            table += f"\\n\\n{metric} by question type:\\n\\n" + _table(["run", *types], cells)
     if out:
         write_text_atomic(Path(out) / "compare.md", table + "\n")
         percent = [c for c in columns if not c.endswith(": score")]
-        plot_bars(Path(out) / "compare.png", percent, {d: [headline(m).get(c) for c in percent] for d, m in runs}, "runs compared")
+        plot_bars(
+            Path(out) / "compare.png",
+            percent,
+            {d: [headline(m).get(c) for c in percent] for d, m in runs},
+            "runs compared",
+        )
     return table

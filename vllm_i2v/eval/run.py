@@ -35,33 +35,94 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def predict_task(task: EvalTask, model_path: str, out_dir, data_root=None, batch_size: int = 8, limit: int | None = None,
-                 shard: tuple[int, int] | None = None, frames: int | None = None, max_new_tokens: int | None = None,
-                 bf16: bool = False, feature_cache=None) -> Path:  # fmt: skip
-    """Answer the task's questions into ``out_dir`` (or its shard folder); returns that folder."""
-    from ..models import VideoLLMProcessor
-    from ..models.checkpoint import load_model
+def predict_task(
+    task: EvalTask,
+    model_path: str | None,
+    out_dir,
+    data_root=None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+    frames: int | None = None,
+    max_new_tokens: int | None = None,
+    bf16: bool = False,
+    feature_cache=None,
+    endpoint: dict | None = None,
+) -> Path:
+    """Answer the task's questions into ``out_dir`` (or its shard folder) with the checkpoint ``model_path``, or
+    with ``endpoint`` (``base_url``, ``served_model``, ``api_key_env``, ``media``, ``concurrency``: any
+    OpenAI-compatible video model); returns that folder."""
     from ..models.validity import check_checkpoint
+    from .remote import check_endpoint, endpoint_client, predict_endpoint
 
-    check_checkpoint(model_path)  # a broken model fails in milliseconds, before the data is read
+    if endpoint:
+        client = endpoint_client(endpoint["base_url"], endpoint.get("api_key_env"))
+        check_endpoint(client, endpoint["served_model"])  # an endpoint that is down fails in seconds
+    else:
+        check_checkpoint(model_path)  # a broken model fails in milliseconds, before the data is read
     data_root = Path(data_root or task.data or ".")
     rows = load_rows(task, data_root)[:limit]
     run_dir = Path(out_dir) / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else Path(out_dir)
     if shard:
         rows = rows[shard[0] :: shard[1]]
     new_tokens = min(max_new_tokens or task.max_new_tokens, GENERATION_CAP)
-    model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)
-    num_frames = frames or model.config.num_frames
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        stats = predict(model, processor, rows, data_root / task.videos, run_dir / "predictions.jsonl",
-                        batch_size=batch_size, num_frames=num_frames, max_new_tokens=new_tokens,
-                        feature_cache=feature_cache, prompt=task.prompt)  # fmt: skip
+    predictions = run_dir / "predictions.jsonl"
+    if endpoint:
+        stats = predict_endpoint(
+            client,
+            endpoint["served_model"],
+            rows,
+            data_root / task.videos,
+            predictions,
+            new_tokens,
+            task.prompt,
+            frames,
+            endpoint.get("media", "data"),
+            endpoint.get("concurrency", 4),
+        )
+        described = {
+            "model": f"{endpoint['served_model']} @ {endpoint['base_url']}",
+            "frames": frames,
+            "visual_tokens": None,
+        }
+    else:
+        from ..models import VideoLLMProcessor
+        from ..models.checkpoint import load_model
+
+        model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)
+        num_frames = frames or model.config.num_frames
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            stats = predict(
+                model,
+                processor,
+                rows,
+                data_root / task.videos,
+                predictions,
+                batch_size=batch_size,
+                num_frames=num_frames,
+                max_new_tokens=new_tokens,
+                feature_cache=feature_cache,
+                prompt=task.prompt,
+            )
+        described = {
+            "model": str(model_path),
+            "frames": num_frames,
+            "visual_tokens": model.config.num_visual_tokens(num_frames),
+        }
     settings = {
-        "task": task.name, "task_file": str(task.source), "description": task.description, "model": str(model_path),
-        "data": str(data_root), "frames": num_frames, "visual_tokens": model.config.num_visual_tokens(num_frames),
-        "max_new_tokens": new_tokens, "temperature": 0, "decoding": "greedy", "bf16": bf16, "questions": len(rows),
-        "missing_videos": stats["missing_videos"], "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-    }  # fmt: skip
+        "task": task.name,
+        "task_file": str(task.source),
+        "description": task.description,
+        **described,
+        "data": str(data_root),
+        "max_new_tokens": new_tokens,
+        "temperature": 0,
+        "decoding": "greedy",
+        "bf16": bf16,
+        "questions": len(rows),
+        "missing_videos": stats["missing_videos"],
+        "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+    }
     write_text_atomic(run_dir / "run.json", json.dumps(settings, indent=1) + "\n")
     return run_dir
 
@@ -80,9 +141,15 @@ def merge_shards(out_dir) -> dict:
     for p in shard_dirs:
         for row in read_jsonl(p / "predictions.jsonl"):
             rows[str(row["question_id"])] = row
-    write_text_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values()))
-    merged = {**settings[0], "shard": None, "questions": sum(s["questions"] for s in settings),
-              "missing_videos": [m for s in settings for m in s["missing_videos"]]}  # fmt: skip
+    write_text_atomic(
+        out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.values())
+    )
+    merged = {
+        **settings[0],
+        "shard": None,
+        "questions": sum(s["questions"] for s in settings),
+        "missing_videos": [m for s in settings for m in s["missing_videos"]],
+    }
     write_text_atomic(out_dir / "run.json", json.dumps(merged, indent=1) + "\n")
     return merged
 
@@ -99,26 +166,36 @@ def judge_and_score(out_dir, metrics: list[str], judges: list[Judge] = (), encod
         for judge in judges:
             done = {j["question_id"] for j in judgments if j["judge"] == judge.name}
             todo = [item for item in judge.inputs(rows) if item["question_id"] not in done]
-            for judgment in tqdm(judge.judge(todo), total=len(todo), desc=f"judging ({judge.name})", dynamic_ncols=True):
+            for judgment in tqdm(
+                judge.judge(todo), total=len(todo), desc=f"judging ({judge.name})", dynamic_ncols=True
+            ):
                 append_jsonl(out, [judgment])
                 judgments.append(judgment)
     result = {
-        **settings, "answered": len(rows), "missing": len(settings["missing_videos"]),
-        "judges": judge_scores(rows, judgments), "judge_free": judge_free_scores(rows, metrics, encoder),
-    }  # fmt: skip
+        **settings,
+        "answered": len(rows),
+        "missing": len(settings["missing_videos"]),
+        "judges": judge_scores(rows, judgments),
+        "judge_free": judge_free_scores(rows, metrics, encoder),
+    }
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=1) + "\n")
     write_report(out_dir, result)
     return result
 
 
-def task_judges(task: EvalTask, specs: list[str], prompt: str | None = None, cache_file=None, **endpoint_options) -> list[Judge]:
+def task_judges(
+    task: EvalTask, specs: list[str], prompt: str | None = None, cache_file=None, **endpoint_options
+) -> list[Judge]:
     """One judge per (judge model, prompt): the task may judge its question types with different prompts. Each
     judge model is checked with one request now, before any inference time is spent."""
     prompts = {prompt: None} if prompt else task.judge_prompts or {task.judge_prompt or "qa-judge-v1": None}
     cache = JudgmentCache(cache_file)
     judges = []
     for spec in specs:
-        mine = [make_judge(spec, JudgePrompt.load(name), cache, types=types, **endpoint_options) for name, types in prompts.items()]
+        mine = [
+            make_judge(spec, JudgePrompt.load(name), cache, types=types, **endpoint_options)
+            for name, types in prompts.items()
+        ]
         mine[0].check()
         judges += mine
     return judges

@@ -52,7 +52,13 @@ def caption_scores(rows: list[dict]) -> dict:
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
     except ImportError:
-        return {"caption metrics": {"mean": None, "n": 0, "missing": "pycocoevalcap is not installed: pip install 'vllm-i2v[caption]'"}}
+        return {
+            "caption metrics": {
+                "mean": None,
+                "n": 0,
+                "missing": "pycocoevalcap is not installed: pip install 'vllm-i2v[caption]'",
+            }
+        }
     references = {str(i): [{"caption": c} for c in row["references"]] for i, row in enumerate(rows)}
     predictions = {str(i): [{"caption": row["pred"]}] for i, row in enumerate(rows)}
     java = shutil.which("java")
@@ -66,14 +72,22 @@ def caption_scores(rows: list[dict]) -> dict:
         tokenizer = "simple (no Java for the PTB tokenizer)"
         references = {k: [simple(c["caption"]) for c in v] for k, v in references.items()}
         predictions = {k: [simple(c["caption"]) for c in v] for k, v in predictions.items()}
-    scores = {"BLEU-4": Bleu(4).compute_score(references, predictions, verbose=0)[0][3],
-              "ROUGE-L": Rouge().compute_score(references, predictions)[0],
-              "CIDEr": Cider().compute_score(references, predictions)[0]}  # fmt: skip
-    out = {f"{name} ({tokenizer} tokens)": {"mean": round(100 * value, 2), "n": len(rows)} for name, value in scores.items()}
+    scores = {
+        "BLEU-4": Bleu(4).compute_score(references, predictions, verbose=0)[0][3],
+        "ROUGE-L": Rouge().compute_score(references, predictions)[0],
+        "CIDEr": Cider().compute_score(references, predictions)[0],
+    }
+    out = {
+        f"{name} ({tokenizer} tokens)": {"mean": round(100 * value, 2), "n": len(rows)}
+        for name, value in scores.items()
+    }
     if java:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        out["METEOR (PTB tokens)"] = {"mean": round(100 * Meteor().compute_score(references, predictions)[0], 2), "n": len(rows)}
+        out["METEOR (PTB tokens)"] = {
+            "mean": round(100 * Meteor().compute_score(references, predictions)[0], 2),
+            "n": len(rows),
+        }
     else:
         out["METEOR"] = {"mean": None, "n": 0, "missing": "needs a Java runtime (the METEOR 1.5 jar)"}
     return out
@@ -116,12 +130,23 @@ def judge_scores(rows: list[dict], judgments: list[dict]) -> dict:
                 accuracy[j.get("type")].append(100.0 * (j["pred"] == "yes"))
             score[j.get("type")].append(j["score"])
         acc, mean = _summary(accuracy), _summary(score)
-        entry = {"accuracy": acc["mean"], "mean_score": mean["mean"], "n": mean["n"],
-                 "parse_failures": len(mine) - len(scored), "served_models": sorted({j["served_model"] for j in mine}),
-                 "prompt_versions": sorted({j.get("prompt_version") for j in mine} - {None}), "temperature": 0}  # fmt: skip
+        entry = {
+            "accuracy": acc["mean"],
+            "mean_score": mean["mean"],
+            "n": mean["n"],
+            "parse_failures": len(mine) - len(scored),
+            "served_models": sorted({j["served_model"] for j in mine}),
+            "prompt_versions": sorted({j.get("prompt_version") for j in mine} - {None}),
+            "temperature": 0,
+        }
         if "by_type" in mean:
-            entry["by_type"] = {t: {"accuracy": acc.get("by_type", {}).get(t, {}).get("mean"),
-                                    "mean_score": mean["by_type"][t]["mean"], "n": mean["by_type"][t]["n"]}
-                                for t in mean["by_type"]}  # fmt: skip
+            entry["by_type"] = {
+                t: {
+                    "accuracy": acc.get("by_type", {}).get(t, {}).get("mean"),
+                    "mean_score": mean["by_type"][t]["mean"],
+                    "n": mean["by_type"][t]["n"],
+                }
+                for t in mean["by_type"]
+            }
         out[judge] = entry
     return out

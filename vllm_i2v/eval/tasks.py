@@ -8,15 +8,19 @@ A task's rows share one schema: ``question_id``, ``video`` (a file name under th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..data.formats import VIDEO_SUFFIXES, find_video
 from ..errors import ConfigError
+from ..schema import Problems, knob, read
 from .files import load_named_yaml
 from .shapes import benchmark_rows
 
-LAYOUTS = ("qa-pairs", "qa-list", "multiple-choice", "captions", "vcgbench", "shapes")
+logger = logging.getLogger(__name__)
+
 REQUIRED_FIELDS = ("question_id", "video", "question", "answer")
 LETTERS = "ABCDEFGH"
 
@@ -25,38 +29,45 @@ LETTERS = "ABCDEFGH"
 class EvalTask:
     """One benchmark as a task file describes it (see ``eval/README.md``)."""
 
-    name: str
-    description: str
-    layout: str  # qa-pairs: questions + answers joined on question_id; qa-list; multiple-choice; captions; vcgbench; shapes
-    questions: str  # file under the data root (multiple-choice: a glob, one file per question type)
-    videos: str  # folder under the data root
-    source: Path  # the task file
-    answers: str | None = None
-    data: str | None = None  # default data root
-    video_file: str = "{video}"  # a row's video id -> its file name; video suffixes are tried when it has none
-    video_map: str | None = None  # a file under the data root: "NAME KEY" lines; video_file's result is a KEY
-    fields: dict = field(default_factory=dict)  # qa-list: our field -> the file's field
-    type_names: dict = field(default_factory=dict)  # the dataset's type codes -> names
-    per_type: int | None = None  # shapes: the first N questions of each column
-    prompt: str = "{question}"
-    question: str = "Describe the video in one sentence."  # captions: what every video is asked
-    max_new_tokens: int = 64
-    judge_prompt: str | None = None  # eval/prompts/<name>.yaml for the LLM judge, over every question
-    judge_prompts: dict = field(default_factory=dict)  # or several: prompt -> the question types it judges
-    metrics: list = field(default_factory=lambda: ["exact-match", "token-f1", "embedding-similarity"])
+    name: str = knob("", "the task's name (reports and metrics say it)")
+    description: str = knob("", "one line on what it measures")
+    layout: Literal["qa-pairs", "qa-list", "multiple-choice", "captions", "vcgbench", "shapes"] = knob(
+        "qa-pairs",
+        "qa-pairs: questions + answers joined on question_id; qa-list; multiple-choice; captions; vcgbench; shapes",
+    )
+    questions: str = knob("", "file under the data root (multiple-choice: a glob, one file per question type)")
+    videos: str = knob("", "folder under the data root")
+    answers: str | None = knob(None, "qa-pairs: the answers file under the data root")
+    data: str | None = knob(None, "default data root (--data overrides it)")
+    video_file: str = knob("{video}", "a row's video id -> its file name; video suffixes are tried when it has none")
+    video_map: str | None = knob(None, 'a file under the data root of "NAME KEY" lines; video_file gives a KEY')
+    fields: dict = knob(factory=dict, doc="qa-list: our field -> the file's field")
+    type_names: dict = knob(factory=dict, doc="the dataset's type codes -> names")
+    per_type: int | None = knob(None, "shapes: the first N questions of each column", minimum=1)
+    shapes_split: str | None = knob(None, "shapes: the split the questions file holds, written when it is missing")
+    shapes_clips: int = knob(
+        1500, "shapes: clips to write for that split (enough for per_type of every column)", minimum=1
+    )
+    prompt: str = knob("{question}", "what the model is asked ({question} and, for multiple choice, {options})")
+    question: str = knob("Describe the video in one sentence.", "captions: what every video is asked")
+    max_new_tokens: int = knob(64, "answer length cap (at most 256)", minimum=1)
+    judge_prompt: str | None = knob(None, "eval/prompts/<name>.yaml for the LLM judge, over every question")
+    judge_prompts: dict = knob(factory=dict, doc="or several: prompt -> the question types it judges")
+    metrics: list = knob(doc="judge-free metrics", factory=lambda: ["exact-match", "token-f1", "embedding-similarity"])
+    source: Path | None = None  # the task file (set when loaded)
 
 
 def load_task(name_or_path: str) -> EvalTask:
-    """A task by file path or by name (``eval/tasks/<name>.yaml``)."""
+    """A task by file path or by name (``eval/tasks/<name>.yaml``); every problem of the file at once."""
     path, raw = load_named_yaml(name_or_path, "tasks", {"name", "description", "layout", "questions", "videos"})
-    known = {f.name for f in fields(EvalTask)} - {"source"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown task keys {sorted(unknown)} (known: {sorted(known)})")
-    if raw["layout"] not in LAYOUTS:
-        raise ConfigError(f"{path}: layout {raw['layout']!r} is not one of {LAYOUTS}")
-    raw["type_names"] = {str(k): v for k, v in (raw.get("type_names") or {}).items()}
-    return EvalTask(**raw, source=path)
+    problems = Problems()
+    if "source" in raw:
+        problems.add("source", "set by the loader, not in a task file")
+    task = read(EvalTask, {k: v for k, v in raw.items() if k != "source"}, "", problems)
+    problems.raise_if_any(path)
+    task.type_names = {str(k): v for k, v in task.type_names.items()}
+    task.source = path
+    return task
 
 
 def _read_json(path: Path):
@@ -102,6 +113,16 @@ def load_rows(task: EvalTask, data_root) -> list[dict]:
     """The task's rows, in file order (shared schema above)."""
     root = Path(data_root)
     if task.layout == "shapes":
+        if task.shapes_split and not (root / task.questions).is_file():
+            from ..data.shapes import write_split
+
+            logger.warning(
+                "writing the shapes-world %s split (%d clips) into %s (once)",
+                task.shapes_split,
+                task.shapes_clips,
+                root,
+            )
+            write_split(root, task.shapes_split, task.shapes_clips, seed=0)
         rows = benchmark_rows(root / task.questions, task.per_type or 10**9)
         return [{**{k: v for k, v in row.items() if k != "column"}, "type": row["column"]} for row in rows]
     readers = {"multiple-choice": _choice_rows, "captions": _caption_rows, "vcgbench": _generative_rows}
@@ -109,7 +130,9 @@ def load_rows(task: EvalTask, data_root) -> list[dict]:
     try:
         rows = read(task, root)
     except KeyError as exc:
-        raise ConfigError(f"{root}: a row of {task.name}'s files has no {exc.args[0]!r} field (layout {task.layout})") from None
+        raise ConfigError(
+            f"{root}: a row of {task.name}'s files has no {exc.args[0]!r} field (layout {task.layout})"
+        ) from None
     files = _video_files(task, root / task.videos, sorted({r["video"] for r in rows}), root)
     for row in rows:
         row["video"] = files[row["video"]]
@@ -131,8 +154,16 @@ def _choice_rows(task: EvalTask, root: Path) -> list[dict]:
             if str(q.get("answer")) not in candidates or len(candidates) > len(LETTERS):
                 raise ConfigError(f"{path}: row {n}: the answer must be one of its (at most {len(LETTERS)}) candidates")
             options = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(candidates))
-            rows.append({"question_id": f"{path.stem}_{n}", "video": str(q["video"]), "question": q["question"],
-                         "options": options, "answer": LETTERS[candidates.index(str(q["answer"]))], "type": path.stem})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": f"{path.stem}_{n}",
+                    "video": str(q["video"]),
+                    "question": q["question"],
+                    "options": options,
+                    "answer": LETTERS[candidates.index(str(q["answer"]))],
+                    "type": path.stem,
+                }
+            )
     return rows
 
 
@@ -153,8 +184,17 @@ def _caption_rows(task: EvalTask, root: Path) -> list[dict]:
             references.setdefault(str(item["video"]), []).extend(map(str, item["captions"]))
     else:
         raise ConfigError(f"{root / task.questions}: expected a list of {{video, captions}} or MSR-VTT's videodatainfo")
-    return [{"question_id": video, "video": video, "question": task.question, "answer": captions[0],
-             "references": captions, "type": None} for video, captions in references.items()]  # fmt: skip
+    return [
+        {
+            "question_id": video,
+            "video": video,
+            "question": task.question,
+            "answer": captions[0],
+            "references": captions,
+            "type": None,
+        }
+        for video, captions in references.items()
+    ]
 
 
 def _generative_rows(task: EvalTask, root: Path) -> list[dict]:
@@ -164,12 +204,28 @@ def _generative_rows(task: EvalTask, root: Path) -> list[dict]:
     rows = []
     for kind in ("generic", "temporal"):
         for n, q in enumerate(_read_json(root / task.questions / f"{kind}_qa.json")):
-            rows.append({"question_id": f"{kind}_{n}", "video": str(q["video_name"]), "question": q["Q"],
-                         "answer": q["A"], "type": kind})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": f"{kind}_{n}",
+                    "video": str(q["video_name"]),
+                    "question": q["Q"],
+                    "answer": q["A"],
+                    "type": kind,
+                }
+            )
     for n, q in enumerate(_read_json(root / task.questions / "consistency_qa.json")):
         for turn in (1, 2):
-            rows.append({"question_id": f"consistency_{n}_{turn}", "video": str(q["video_name"]), "question": q[f"Q{turn}"],
-                         "answer": q["A"], "type": "consistency", "pair": f"consistency_{n}", "turn": turn})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": f"consistency_{n}_{turn}",
+                    "video": str(q["video_name"]),
+                    "question": q[f"Q{turn}"],
+                    "answer": q["A"],
+                    "type": "consistency",
+                    "pair": f"consistency_{n}",
+                    "turn": turn,
+                }
+            )
     return rows
 
 
@@ -183,8 +239,15 @@ def _qa_rows(task: EvalTask, root: Path) -> list[dict]:
             if qid not in answers:
                 raise ConfigError(f"{root / task.answers}: no answer for question_id {qid}")
             a = answers[qid]
-            rows.append({"question_id": qid, "video": str(q["video_name"]), "question": q["question"],
-                         "answer": str(a["answer"]), "type": a.get("type", q.get("type"))})  # fmt: skip
+            rows.append(
+                {
+                    "question_id": qid,
+                    "video": str(q["video_name"]),
+                    "question": q["question"],
+                    "answer": str(a["answer"]),
+                    "type": a.get("type", q.get("type")),
+                }
+            )
     else:  # qa-list: one list of rows with renamable fields (MSVD-QA / MSRVTT-QA's {split}_qa.json)
         names = {key: key for key in REQUIRED_FIELDS + ("type",)} | task.fields
         rows = []

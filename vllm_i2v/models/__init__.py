@@ -13,6 +13,12 @@ AutoConfig.register(VideoLLMConfig.model_type, VideoLLMConfig, exist_ok=True)
 AutoModel.register(VideoLLMConfig, VideoLLM, exist_ok=True)
 
 __all__ = [
-    "IGNORE_INDEX", "PROJECTORS", "VideoLLM", "VideoLLMConfig", "VideoLLMProcessor", "build_video_llm", "load_llm",
+    "IGNORE_INDEX",
+    "PROJECTORS",
+    "VideoLLM",
+    "VideoLLMConfig",
+    "VideoLLMProcessor",
+    "build_video_llm",
+    "load_llm",
     "load_model",
-]  # fmt: skip
+]

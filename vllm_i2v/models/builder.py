@@ -35,6 +35,7 @@ from .vision import feature_geometry, load_pretrained_vision
 
 logger = logging.getLogger(__name__)
 
+
 def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file.
 
@@ -136,8 +137,13 @@ def build_checkpoint(spec_path, out, overrides: list[str] = ()) -> tuple[Path, i
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: exists and is not empty; choose another output folder")
     vision = spec["vision"] if isinstance(spec["vision"], str) else "random init"
-    logger.warning("building from %s (vision: %s, llm: %s, projector: %s)", spec_path, vision, spec["llm"],
-                   spec["projector"].get("type"))  # fmt: skip
+    logger.warning(
+        "building from %s (vision: %s, llm: %s, projector: %s)",
+        spec_path,
+        vision,
+        spec["llm"],
+        spec["projector"].get("type"),
+    )
     model, processor = build_video_llm(spec)
     with atomic_path(out) as tmp:
         model.save_pretrained(tmp)

@@ -24,7 +24,6 @@ from .modeling import VideoLLM
 from .validity import TRAINABLE_INDEX, TRAINABLE_WEIGHTS, check_checkpoint
 
 
-
 def trainable_names(model: torch.nn.Module) -> list[str]:
     """Names of the parameters that train (``requires_grad``)."""
     return [name for name, param in model.named_parameters() if param.requires_grad]
@@ -134,7 +133,9 @@ def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> P
         tower.to(dtype).save_pretrained(tmp / "tower")
         preprocess = image_processor_config(PreprocessSpec.from_dict(model.config.vision_preprocess))
         write_text_atomic(tmp / "tower" / "preprocessor_config.json", json.dumps(preprocess, indent=2) + "\n")
-        save_file({n: state[n].to(dtype).contiguous() for n in names}, str(tmp / TRAINABLE_WEIGHTS), metadata={"format": "pt"})
+        save_file(
+            {n: state[n].to(dtype).contiguous() for n in names}, str(tmp / TRAINABLE_WEIGHTS), metadata={"format": "pt"}
+        )
         model.config.save_pretrained(tmp)
         VideoLLMProcessor.from_pretrained(checkpoint).save_pretrained(tmp)
         index = {"base_parts": {"vision": "tower", "llm": llm_source}, "weights": sorted(names)}

@@ -14,7 +14,8 @@ CHAT_CONTENT = ("text", "parts")
 
 class VideoLLMConfig(PreTrainedConfig):
     r"""
-    vision_config: config of any transformers vision model (``clip_vision_model``, ``siglip_vision_model``, ``dinov2``...).
+    vision_config: config of any transformers vision model (``clip_vision_model``, ``siglip_vision_model``,
+        ``dinov2``...).
     text_config: config of any transformers causal LM.
     projector: ``{"type": "stpool" | "adapool" | "qformer" | "mlp" | "slowfast", ...settings}``.
     vision_feature_layer: hidden-state index read from the tower (-2: penultimate, as LLaVA).

@@ -45,6 +45,7 @@ from .modeling import VideoLLM
 from .preprocess import preprocess_spec_from_processor
 from .processor import VideoLLMProcessor, prepare_tokenizer
 from .projectors import projector_class
+from .projectors.base import MLPSettings
 from .vision import feature_geometry
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ def native_projector(family: str, config) -> dict:
     if family == "llava-next-video":
         mode = config.spatial_pool_mode
         if mode not in POOL_MODES:
-            raise ConfigError(f"spatial_pool_mode {mode!r} has learned weights vllm_i2v does not import; "
-                              f"supported: {', '.join(POOL_MODES)}")
+            raise ConfigError(
+                f"spatial_pool_mode {mode!r} has learned weights vllm_i2v does not import; "
+                f"supported: {', '.join(POOL_MODES)}"
+            )
         settings.update(pool_stride=int(config.spatial_pool_stride), pool_mode=POOL_MODES[mode])
     return settings
 
@@ -97,17 +100,24 @@ def convert_checkpoint(family: str, src, dst, projector: dict | None = None, num
         raise CheckpointError(f"{src}: not a transformers checkpoint (no config.json)")
     source_config = AutoConfig.from_pretrained(src)
     if source_config.model_type not in spec.classes:
-        raise CheckpointError(f"{src}: model_type {source_config.model_type!r} is not a {family} checkpoint "
-                              f"(expected {', '.join(spec.classes)})")
+        raise CheckpointError(
+            f"{src}: model_type {source_config.model_type!r} is not a {family} checkpoint "
+            f"(expected {', '.join(spec.classes)})"
+        )
     layer = source_config.vision_feature_layer
     if not isinstance(layer, int):
         raise ConfigError(f"{src}: vision_feature_layer {layer} concatenates several layers; vllm_i2v reads one")
     settings = dict(projector or native_projector(family, source_config))
     settings.setdefault("act", source_config.projector_hidden_act)
-    if "mlp_depth" not in projector_class(settings).defaults or settings.get("mlp_depth", 2) != 2:
-        raise ConfigError(f"projector {settings['type']!r} has new weights; a conversion needs a pooling projector "
-                          "whose MLP is the source's 2-layer MLP (mlp, adapool, stpool, slowfast)")
+    kind = projector_class(settings)
+    resolved = kind.resolve(settings) if issubclass(kind.Settings, MLPSettings) else {}
+    if resolved.get("mlp_depth") != 2 or resolved.get("temporal_embeddings") or resolved.get("encoder_layers"):
+        raise ConfigError(
+            f"projector {settings['type']!r} has new weights; a conversion needs a pooling projector "
+            "whose MLP is the source's 2-layer MLP (mlp, adapool, stpool, slowfast)"
+        )
 
+    preprocess = preprocess_spec_from_processor(preprocessor_settings(src))  # before the (slow) model load
     logger.warning("loading %s with transformers' %s", src, spec.classes[source_config.model_type])
     source_class = getattr(transformers, spec.classes[source_config.model_type])
     source, info = source_class.from_pretrained(src, dtype="auto", output_loading_info=True)  # its own dtype
@@ -115,7 +125,6 @@ def convert_checkpoint(family: str, src, dst, projector: dict | None = None, num
     tower = getattr(source.model, spec.tower)
     tokenizer, chat_content = _tokenizer(src)
     llm = _language_model(source, source_config, tokenizer)
-    preprocess = preprocess_spec_from_processor(preprocessor_settings(src))
     grid, prefix = feature_geometry(tower, preprocess)
     # The source's own math keeps CLS where it does; a pooling projector reads the patch grid alone.
     keep_cls = projector is None and (spec.keep_cls or source_config.vision_feature_select_strategy == "full")
@@ -148,8 +157,11 @@ def _tokenizer(src: Path):
     A template in transformers' multimodal list form (the processor's, in ``chat_template.json``,
     ``processor_config.json`` or ``chat_template.jinja``) is preferred over a plain-text one."""
     tokenizer = AutoTokenizer.from_pretrained(src)
-    candidates = [json.loads((src / name).read_text()).get("chat_template")
-                  for name in ("chat_template.json", "processor_config.json") if (src / name).is_file()]  # fmt: skip
+    candidates = [
+        json.loads((src / name).read_text()).get("chat_template")
+        for name in ("chat_template.json", "processor_config.json")
+        if (src / name).is_file()
+    ]
     if (src / "chat_template.jinja").is_file():
         candidates.append((src / "chat_template.jinja").read_text())
     template = next((t for t in candidates if isinstance(t, str) and _takes_parts(tokenizer, t)), None)
@@ -161,7 +173,8 @@ def _tokenizer(src: Path):
 
 IMAGE_LOOP = re.compile(
     r"\{%-?\s*for (\w+) in message\['content'\]\s*\|\s*selectattr\('type',\s*'equalto',\s*'image'\)\s*-?%\}(.*?)"
-    r"\{%-?\s*endfor\s*-?%\}", re.S,
+    r"\{%-?\s*endfor\s*-?%\}",
+    re.S,
 )
 
 
@@ -177,8 +190,10 @@ def with_video_parts(tokenizer, template: str) -> str:
         patched = template[: match.end()] + video_loop + template[match.end() :]
         if _renders_video(tokenizer, patched):
             return patched
-    raise ConfigError("the source's chat template lays out images only, in a way vllm_i2v cannot extend to video "
-                      "parts; give the source a chat_template.jinja that renders {'type': 'video'} as <video>")
+    raise ConfigError(
+        "the source's chat template lays out images only, in a way vllm_i2v cannot extend to video "
+        "parts; give the source a chat_template.jinja that renders {'type': 'video'} as <video>"
+    )
 
 
 def _renders_video(tokenizer, template: str) -> bool:
@@ -197,11 +212,21 @@ def _takes_parts(tokenizer, template: str) -> bool:
 
 
 def preprocessor_settings(src: Path) -> SimpleNamespace:
-    """The source's image (or video) processor settings, read from its JSON file (no torchvision needed)."""
+    """The source's video (or image) processor settings, read from its JSON files (no torchvision needed): the
+    ``video_processor`` / ``image_processor`` entries of ``processor_config.json`` (what transformers 5 saves), or
+    the older ``video_preprocessor_config.json`` / ``preprocessor_config.json``."""
+    if (src / "processor_config.json").is_file():
+        saved = json.loads((src / "processor_config.json").read_text())
+        for key in ("video_processor", "image_processor"):
+            if isinstance(saved.get(key), dict):
+                return SimpleNamespace(**saved[key])
     for name in PREPROCESSOR_FILES:
         if (src / name).is_file():
             return SimpleNamespace(**json.loads((src / name).read_text()))
-    raise CheckpointError(f"{src}: no {' or '.join(PREPROCESSOR_FILES)} (how frames are resized and normalized)")
+    raise CheckpointError(
+        f"{src}: no processor settings (processor_config.json with an image_processor or video_processor, or "
+        f"{' or '.join(PREPROCESSOR_FILES)}): how frames are resized and normalized is unknown"
+    )
 
 
 def _language_model(source, config, tokenizer):
@@ -227,7 +252,9 @@ def _copy_mlp(source: torch.nn.Module, mlp: torch.nn.Sequential) -> None:
     """LLaVA's ``linear_1 -> act -> linear_2`` into our ``Sequential(Linear, act, Linear)`` (a missing bias: 0)."""
     for theirs, ours in ((source.linear_1, mlp[0]), (source.linear_2, mlp[2])):
         if ours.weight.shape != theirs.weight.shape:
-            raise CheckpointError(f"projector shape {tuple(theirs.weight.shape)} does not fit {tuple(ours.weight.shape)}")
+            raise CheckpointError(
+                f"projector shape {tuple(theirs.weight.shape)} does not fit {tuple(ours.weight.shape)}"
+            )
         with torch.no_grad():
             ours.weight.copy_(theirs.weight)
             ours.bias.copy_(theirs.bias if theirs.bias is not None else torch.zeros_like(ours.bias))

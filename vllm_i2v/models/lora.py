@@ -7,6 +7,13 @@ from torch import nn
 LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 
+def lora_config_class():
+    """peft's ``LoraConfig``, whose fields LoRA settings are (imported when needed)."""
+    from peft import LoraConfig
+
+    return LoraConfig
+
+
 def add_lora(module: nn.Module, settings: dict) -> None:
     """Inject LoRA adapters into ``module`` (peft's ``inject_adapter_in_model``) and make only them trainable.
 

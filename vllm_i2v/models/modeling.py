@@ -23,10 +23,9 @@ from .loading import check_loading_info
 from .lora import add_lora
 from .preprocess import PreprocessSpec
 from .processor import IGNORE_INDEX, common_prefix_length
-from .validity import TRAINABLE_INDEX, check_checkpoint
 from .projectors import build_projector
+from .validity import TRAINABLE_INDEX, check_checkpoint
 from .vision import VisionTower
-
 
 
 class VideoLLM(PreTrainedModel):
@@ -42,7 +41,9 @@ class VideoLLM(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
-    def __init__(self, config: VideoLLMConfig, vision_model: nn.Module | None = None, language_model: nn.Module | None = None):
+    def __init__(
+        self, config: VideoLLMConfig, vision_model: nn.Module | None = None, language_model: nn.Module | None = None
+    ):
         """Build from ``config`` (random weights until loaded), or around already-loaded vision/LLM modules."""
         super().__init__(config)
         self.vision_tower = VisionTower(
@@ -95,7 +96,9 @@ class VideoLLM(PreTrainedModel):
         """Visual tokens ``(M_i, D_llm)`` for each visual input, from the features of all their frames in order."""
         counts = [int(c) for c in frame_counts]
         if sum(counts) != features.shape[0]:
-            raise PromptError(f"frame counts {counts} add up to {sum(counts)}, but {features.shape[0]} frames were given")
+            raise PromptError(
+                f"frame counts {counts} add up to {sum(counts)}, but {features.shape[0]} frames were given"
+            )
         dtype = next(self.projector.parameters()).dtype
         return [self.projector(clip.unsqueeze(0).to(dtype))[0] for clip in features.split(counts)]
 
@@ -103,10 +106,14 @@ class VideoLLM(PreTrainedModel):
         """Vision tower then projector: visual tokens ``(M_i, D_llm)`` for each visual input."""
         return self.project(self.vision_features(pixel_values), frame_counts)
 
+    @property
+    def visual_placeholder_ids(self) -> set[int]:
+        """The ids of the ``<video>`` and ``<image>`` placeholders (each slot of one becomes a visual token)."""
+        return {i for i in (self.config.video_token_id, self.config.image_token_id) if i is not None}
+
     def visual_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """True where ``input_ids`` holds a placeholder id (to be replaced by a visual token)."""
-        ids = [i for i in (self.config.video_token_id, self.config.image_token_id) if i is not None]
-        return torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+        return torch.isin(input_ids, torch.tensor(sorted(self.visual_placeholder_ids), device=input_ids.device))
 
     def merge(self, input_ids: torch.Tensor, visual_tokens: list[torch.Tensor]) -> torch.Tensor:
         """Token embeddings with ``visual_tokens`` (in order of appearance) put at the placeholder positions."""
@@ -115,13 +122,17 @@ class VideoLLM(PreTrainedModel):
         num_slots = int(mask.sum())
         num_visual = sum(t.shape[0] for t in visual_tokens)
         if num_visual != num_slots:
-            raise PromptError(f"the prompt has {num_slots} visual-token slots but {num_visual} visual tokens were given")
+            raise PromptError(
+                f"the prompt has {num_slots} visual-token slots but {num_visual} visual tokens were given"
+            )
         if not num_slots:
             return embeds
         visual = torch.cat(visual_tokens, dim=0).to(embeds.dtype)
         return embeds.masked_scatter(mask.unsqueeze(-1), visual)
 
-    def embed(self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None, vision_features=None) -> torch.Tensor:
+    def embed(
+        self, input_ids: torch.Tensor, pixel_values=None, frame_counts=None, vision_features=None
+    ) -> torch.Tensor:
         """Encode the frames (or project precomputed ``vision_features``) and merge the visual tokens in.
 
         In distributed training, a batch without visual input still runs the visual path once on a blank
@@ -177,7 +188,9 @@ class VideoLLM(PreTrainedModel):
         if segment_ids is not None:
             attention_mask = self.branch_attention_mask(segment_ids, inputs_embeds.dtype)
         if labels is None or not self._keeps_some_logits:
-            return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+            return self.language_model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+            )
         shift_labels = nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
         positions = (shift_labels != IGNORE_INDEX).any(0).nonzero()[:, 0]
         num_items = kwargs.pop("num_items_in_batch", None)
@@ -185,9 +198,12 @@ class VideoLLM(PreTrainedModel):
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, logits_to_keep=positions, **kwargs
         )
         output.loss = self.language_model.loss_function(
-            logits=output.logits, labels=None, shift_labels=shift_labels[:, positions],
-            vocab_size=self.language_model.config.vocab_size, num_items_in_batch=num_items,
-        )  # fmt: skip
+            logits=output.logits,
+            labels=None,
+            shift_labels=shift_labels[:, positions],
+            vocab_size=self.language_model.config.vocab_size,
+            num_items_in_batch=num_items,
+        )
         return output
 
     @property
@@ -206,7 +222,9 @@ class VideoLLM(PreTrainedModel):
         allowed = allowed[:, None]
         if self.language_model.config._attn_implementation == "sdpa":
             return allowed
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
 
     @torch.no_grad()
     def generate(
@@ -226,7 +244,9 @@ class VideoLLM(PreTrainedModel):
         inputs_embeds = self.embed(input_ids, pixel_values, frame_counts, vision_features)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
 
     @torch.no_grad()
     def generate_shared_prefix(
@@ -242,11 +262,15 @@ class VideoLLM(PreTrainedModel):
         # the ids all rows begin with; every row keeps at least one token to prefill
         shared = min([len(row) - 1 for row in rows] + [common_prefix_length(rows[0], row) for row in rows[1:]])
         first = visual_tokens[0]
-        same_visual = all(len(v) == len(first) and all(torch.equal(a, b) for a, b in zip(v, first)) for v in visual_tokens)
+        same_visual = all(
+            len(v) == len(first) and all(torch.equal(a, b) for a, b in zip(v, first)) for v in visual_tokens
+        )
         if not same_visual:  # placeholder ids are alike whatever they stand for: share only what precedes them
             slots = self.visual_token_mask(torch.tensor(rows[0][:shared])).nonzero()
             shared = int(slots[0]) if len(slots) else shared
-        embeds = [self.merge(torch.tensor([ids], device=self.device), visual) for ids, visual in zip(rows, visual_tokens)]
+        embeds = [
+            self.merge(torch.tensor([ids], device=self.device), visual) for ids, visual in zip(rows, visual_tokens)
+        ]
         cache = DynamicCache(config=self.language_model.config)
         if shared:
             decoder = self.language_model.base_model  # no LM head: the prefix needs keys and values, not logits

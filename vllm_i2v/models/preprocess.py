@@ -38,10 +38,12 @@ class PreprocessSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PreprocessSpec":
+    def from_dict(cls, values: dict) -> PreprocessSpec:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            raise ConfigError(
+                f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+            )
         return cls(**values)
 
     def output_size(self) -> tuple[int, int]:
@@ -50,7 +52,9 @@ class PreprocessSpec:
             return int(self.crop["height"]), int(self.crop["width"])
         if self.resize and "height" in self.resize:
             return int(self.resize["height"]), int(self.resize["width"])
-        raise ConfigError("preprocessing without a crop or an exact (height, width) resize gives frames of varying size")
+        raise ConfigError(
+            "preprocessing without a crop or an exact (height, width) resize gives frames of varying size"
+        )
 
 
 def preprocess_spec_from_processor(processor) -> PreprocessSpec:
@@ -118,10 +122,13 @@ class FramePreprocessor:
             x = x.unsqueeze(0)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"frames must be (T, H, W, 3) RGB, got shape {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2).float()
         spec = self.spec
-        if spec.resize:
-            x = self._resize(x, spec.resize)
+        size = self._resized_size(*x.shape[1:3]) if spec.resize else tuple(x.shape[1:3])
+        if size != tuple(x.shape[1:3]) and x.dtype == torch.uint8 and not torchvision_available():
+            x = _pil_resize(x, size, spec.resample)  # transformers' processors here are PIL's: resample as PIL does
+        x = x.permute(0, 3, 1, 2).float()
+        if size != tuple(x.shape[-2:]):
+            x = self._resize(x, size)
         if spec.crop:
             x = _center_crop(x, int(spec.crop["height"]), int(spec.crop["width"]))
         if spec.rescale_factor is not None:
@@ -132,21 +139,40 @@ class FramePreprocessor:
             x = (x - mean) / std
         return x.contiguous()
 
-    def _resize(self, x: torch.Tensor, resize: dict) -> torch.Tensor:
-        height, width = x.shape[-2:]
+    def _resized_size(self, height: int, width: int) -> tuple[int, int]:
+        resize = self.spec.resize
         if "shortest_edge" in resize:
             short = int(resize["shortest_edge"])
             scale = short / min(height, width)
             # as transformers' get_resize_output_image_size: the long side is truncated, the short side exact
-            size = (short, int(width * scale)) if height <= width else (int(height * scale), short)
-        else:
-            size = (int(resize["height"]), int(resize["width"]))
-        if size == (height, width):
-            return x
+            return (short, int(width * scale)) if height <= width else (int(height * scale), short)
+        return int(resize["height"]), int(resize["width"])
+
+    def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Resize as transformers' torchvision-backed processors do (antialiased, rounded to whole levels)."""
         mode = self.spec.resample
         antialias = mode in ("bilinear", "bicubic")
         out = F.interpolate(x, size=size, mode=mode, antialias=antialias, align_corners=False if antialias else None)
         return out.clamp_(0, 255).round_()  # PIL resamples uint8 images: match its rounding and range
+
+
+def torchvision_available() -> bool:
+    """Whether transformers' processors here are its torchvision ones (else its PIL ones)."""
+    from importlib.util import find_spec
+
+    return find_spec("torchvision") is not None
+
+
+_PIL_FILTERS = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+
+
+def _pil_resize(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """uint8 frames ``(T, H, W, 3)`` resized by PIL, as transformers' PIL image processors resize them."""
+    from PIL import Image
+
+    height, width = size
+    resized = [np.asarray(Image.fromarray(f.numpy()).resize((width, height), _PIL_FILTERS[mode])) for f in frames]
+    return torch.from_numpy(np.stack(resized))
 
 
 def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
         n += 1
     return n
 
+
 FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
@@ -65,7 +66,7 @@ class VideoLLMProcessor:
         self.placeholder_kind = {config.video_token_id: "video", config.image_token_id: "image"}
 
     @classmethod
-    def from_pretrained(cls, path, config: VideoLLMConfig | None = None) -> "VideoLLMProcessor":
+    def from_pretrained(cls, path, config: VideoLLMConfig | None = None) -> VideoLLMProcessor:
         if config is None:
             check_checkpoint(path)
             config = VideoLLMConfig.from_pretrained(path)
@@ -174,8 +175,14 @@ class VideoLLMProcessor:
         return self.collate(rows)
 
     def encode(
-        self, messages: list[dict], visuals=(), add_generation_prompt: bool = True, with_labels: bool = False,
-        name: str = "conversation", features: list[torch.Tensor] | None = None, independent_turns: bool = False,
+        self,
+        messages: list[dict],
+        visuals=(),
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+        name: str = "conversation",
+        features: list[torch.Tensor] | None = None,
+        independent_turns: bool = False,
     ) -> dict:
         """One conversation: ``input_ids`` (placeholders expanded), ``labels`` (or None) and ``pixel_values``
         (one ``(T, 3, H, W)`` tensor per visual input). :meth:`collate` batches such rows.
@@ -188,7 +195,10 @@ class VideoLLMProcessor:
             counts, visual = [f.shape[0] for f in features], {"vision_features": list(features)}
         else:
             frames = [self._frames_of(x) for x in visuals]
-            counts, visual = [f.shape[0] for f in frames], {"pixel_values": [self.frame_preprocessor(f) for f in frames]}
+            counts, visual = (
+                [f.shape[0] for f in frames],
+                {"pixel_values": [self.frame_preprocessor(f) for f in frames]},
+            )
         if independent_turns:
             return {**self.branch_ids(messages, counts, name), **visual}
         ids, labels = self.expanded_ids(messages, counts, add_generation_prompt, with_labels, name)
@@ -208,8 +218,10 @@ class VideoLLMProcessor:
         """
         system = [m for m in messages if m["role"] == "system"]
         turns = [m for m in messages if m["role"] != "system"]
-        if not turns or len(turns) % 2 or any(
-            (a["role"], b["role"]) != ("user", "assistant") for a, b in zip(turns[::2], turns[1::2])
+        if (
+            not turns
+            or len(turns) % 2
+            or any((a["role"], b["role"]) != ("user", "assistant") for a, b in zip(turns[::2], turns[1::2]))
         ):
             raise PromptError(f"{name}: independent turns need user/assistant exchanges")
         lead = self._leading_placeholders(turns[0]["content"], name)
@@ -219,14 +231,22 @@ class VideoLLMProcessor:
             conversation = [*system, {"role": "user", "content": content}, reply]
             branches.append(self.expanded_ids(conversation, frame_counts, False, True, name))
         first = branches[0][0]
-        shared = min([len(ids) - 1 for ids, _ in branches] + [common_prefix_length(first, ids) for ids, _ in branches[1:]])
+        shared = min(
+            [len(ids) - 1 for ids, _ in branches] + [common_prefix_length(first, ids) for ids, _ in branches[1:]]
+        )
         slots = [i for i, t in enumerate(first) if t in self.placeholder_kind]
         later = any(t in self.placeholder_kind for ids, _ in branches[1:] for t in ids[shared:])
         if (slots and slots[-1] >= shared) or later:
-            raise PromptError(f"{name}: the exchanges do not share their visual tokens (the chat template lays them "
-                              "out differently per question), so they cannot be trained as independent turns")
-        row = {"input_ids": first[:shared], "labels": branches[0][1][:shared],
-               "position_ids": list(range(shared)), "segment_ids": [0] * shared}  # fmt: skip
+            raise PromptError(
+                f"{name}: the exchanges do not share their visual tokens (the chat template lays them "
+                "out differently per question), so they cannot be trained as independent turns"
+            )
+        row = {
+            "input_ids": first[:shared],
+            "labels": branches[0][1][:shared],
+            "position_ids": list(range(shared)),
+            "segment_ids": [0] * shared,
+        }
         for k, (ids, labels) in enumerate(branches, start=1):
             row["input_ids"] += ids[shared:]
             row["labels"] += labels[shared:]
@@ -249,17 +269,25 @@ class VideoLLMProcessor:
                 lead.append(part)
             if lead:
                 return lead
-        raise PromptError(f"{name}: independent turns need the first question to begin with its <video>/<image> placeholders")
+        raise PromptError(
+            f"{name}: independent turns need the first question to begin with its <video>/<image> placeholders"
+        )
 
     @staticmethod
     def _prepend(lead, content):
         if isinstance(lead, str):
-            return lead + (content if isinstance(content, str) else " ".join(p["text"] for p in content if p.get("type") == "text"))
+            return lead + (
+                content if isinstance(content, str) else " ".join(p["text"] for p in content if p.get("type") == "text")
+            )
         return lead + ([{"type": "text", "text": content}] if isinstance(content, str) else list(content))
 
     def expanded_ids(
-        self, messages: list[dict], frame_counts: list[int], add_generation_prompt: bool = True,
-        with_labels: bool = False, name: str = "conversation",
+        self,
+        messages: list[dict],
+        frame_counts: list[int],
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+        name: str = "conversation",
     ) -> tuple[list[int], list[int] | None]:
         """``(ids, labels)`` of a conversation whose visual inputs have ``frame_counts`` frames, placeholders
         expanded to their visual-token slots."""

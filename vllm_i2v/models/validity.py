@@ -59,10 +59,14 @@ def check_checkpoint(path) -> Path:
     (full, trainable-only with its chain of bases, or a parts bundle). Returns the path."""
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a VideoLLM checkpoint ({'no such folder' if not path.exists() else 'not a folder'})")
+        raise CheckpointError(
+            f"{path}: not a VideoLLM checkpoint ({'no such folder' if not path.exists() else 'not a folder'})"
+        )
     config = read_json(path / "config.json", "VideoLLM checkpoint")
     if config.get("model_type") != "vllm_i2v":
-        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (config.json is a {config.get('model_type')!r} model)")
+        raise CheckpointError(
+            f"{path}: not a VideoLLM checkpoint (config.json is a {config.get('model_type')!r} model)"
+        )
     if (path / TRAINABLE_INDEX).is_file():
         index = read_json(path / TRAINABLE_INDEX, "trainable-only checkpoint")
         check_safetensors(path / TRAINABLE_WEIGHTS)
@@ -83,5 +87,7 @@ def check_checkpoint(path) -> Path:
         for shard in sorted(set(shards.values())):
             check_safetensors(path / shard)
     else:
-        raise CheckpointError(f"{path}: not a VideoLLM checkpoint (no {' or '.join(FULL_WEIGHTS)} or {TRAINABLE_WEIGHTS})")
+        raise CheckpointError(
+            f"{path}: not a VideoLLM checkpoint (no {' or '.join(FULL_WEIGHTS)} or {TRAINABLE_WEIGHTS})"
+        )
     return path

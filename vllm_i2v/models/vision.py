@@ -39,10 +39,16 @@ def load_pretrained_vision(path: str, dtype=None, trust_remote_code: bool = Fals
         raise ConfigError(f"{path}: {type(config).__name__} is not a vision model transformers' AutoModel knows")
     model_class = MODEL_MAPPING[type(config)]
     model, info = model_class.from_pretrained(
-        path, config=config, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True,
+        path,
+        config=config,
+        dtype=dtype,
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,
         trust_remote_code=trust_remote_code,
     )
-    check_loading_info(path, "vision tower", info, kinds=("missing_keys", "mismatched_keys"))  # a CLIP text half is unexpected
+    check_loading_info(
+        path, "vision tower", info, kinds=("missing_keys", "mismatched_keys")
+    )  # a CLIP text half is unexpected
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model, preprocess_spec_from_processor(processor)
 
@@ -146,7 +152,9 @@ class VisionTower(nn.Module):
             (n for n, m in self.model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers), None
         )
         if blocks is None:
-            raise ConfigError(f"cannot find the {num_layers} transformer blocks of {type(self.model).__name__} for LoRA")
+            raise ConfigError(
+                f"cannot find the {num_layers} transformer blocks of {type(self.model).__name__} for LoRA"
+            )
         return blocks, self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k blocks
 
     def unfreeze(self) -> None:

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from transformers import TrainingArguments
 
+from ..models.lora import lora_config_class
 from ..models.spec import load_yaml
 from ..schema import Problems, knob, read, unknown_key
 
@@ -39,12 +40,33 @@ TRAINING_DEFAULTS = {
     "dataloader_num_workers": min(4, (os.cpu_count() or 1) // 2),  # decoding workers, as the machine allows
     "weight_decay": 0.0,
 }
+# how the shipped configs document them: the machine-dependent ones in words
+MACHINE_DEPENDENT = {
+    "dataloader_pin_memory": "true with CUDA",
+    "use_cpu": "true without CUDA",
+    "dataloader_num_workers": "half the CPU cores, at most 4",
+}
+
+
+def shown_defaults(defaults: dict) -> dict:
+    """``defaults`` as the shipped YAML files show them (machine-dependent values described, not evaluated)."""
+    return {k: MACHINE_DEPENDENT.get(k, v) for k, v in defaults.items()}
+
+
 # lower bounds (inclusive unless marked ">") of TrainingArguments values a typo can make nonsense of
 TRAINING_BOUNDS = {
-    "learning_rate": (">", 0), "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
-    "gradient_accumulation_steps": 1, "num_train_epochs": (">", 0), "warmup_steps": 0, "weight_decay": 0,
-    "logging_steps": (">", 0), "save_steps": (">", 0), "dataloader_num_workers": 0, "max_grad_norm": 0,
-}  # fmt: skip
+    "learning_rate": (">", 0),
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "num_train_epochs": (">", 0),
+    "warmup_steps": 0,
+    "weight_decay": 0,
+    "logging_steps": (">", 0),
+    "save_steps": (">", 0),
+    "dataloader_num_workers": 0,
+    "max_grad_norm": 0,
+}
 
 
 @dataclass
@@ -54,7 +76,9 @@ class DataConfig:
     video_root: str | None = knob(None, "folder every video path is relative to (and must stay inside)")
     format: Literal["auto", "llava", "vcg", "videochat2"] = knob("auto", "dataset layout; auto: found per row")
     num_frames: int = knob(8, "frames sampled per video", minimum=1)
-    sampler: Literal["segments", "uniform", "fps"] = knob("segments", "segments: TSN (a frame per segment); uniform; fps")
+    sampler: Literal["segments", "uniform", "fps"] = knob(
+        "segments", "segments: TSN (a frame per segment); uniform; fps"
+    )
     random_offset: bool = knob(True, "segments: a random frame in each segment (augmentation) instead of its middle")
     fps: float | None = knob(None, "frames per second, for sampler: fps", above=0)
     strict: bool = knob(False, "stop at the first bad row instead of skipping it")
@@ -77,15 +101,28 @@ class TrainConfig:
     build: str | None = knob(None, "or a build spec (configs/model/*.yaml), built once into OUTPUT_DIR/base")
     data: DataConfig = knob(factory=DataConfig, doc="the data")
     trainable: TrainableConfig = knob(factory=TrainableConfig, doc="what trains")
-    lora: dict = knob(doc="peft LoraConfig fields for the LLM's adapters",
-                      factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"})  # fmt: skip
-    vision_lora: dict = knob(doc="peft LoraConfig fields for the vision tower's adapters",
-                             factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0})  # fmt: skip
+    lora: dict = knob(
+        doc="peft LoraConfig fields for the LLM's adapters",
+        keys=lambda _: lora_config_class(),
+        factory=lambda: {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"},
+    )
+    vision_lora: dict = knob(
+        doc="peft LoraConfig fields for the vision tower's adapters",
+        keys=lambda _: lora_config_class(),
+        factory=lambda: {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0},
+    )
     quantization: Literal["nf4", "int8"] | None = knob(None, "QLoRA: the frozen LLM quantized by bitsandbytes")
-    projector_lr: float | None = knob(None, "the projector's own learning rate (default: training.learning_rate)", above=0)
+    projector_lr: float | None = knob(
+        None, "the projector's own learning rate (default: training.learning_rate)", above=0
+    )
     feature_cache: str | None = knob(None, "folder: frozen-tower features extracted once, read every epoch")
     save_full: bool = knob(False, "also write a standalone merged checkpoint to OUTPUT_DIR/final-merged")
-    training: dict = knob(factory=dict, doc="transformers TrainingArguments (output_dir required)")
+    training: dict = knob(
+        factory=dict,
+        doc="transformers TrainingArguments (output_dir required)",
+        keys=lambda _: TrainingArguments,
+        implied=shown_defaults(TRAINING_DEFAULTS),
+    )
 
     def describe_trainable(self) -> str:
         parts = ["projector"] if self.trainable.projector else []
@@ -129,9 +166,7 @@ def load_train_config(path, overrides: list[str] = (), check_files: bool = True)
 
 def check_lora(settings: dict, where: str, problems: Problems) -> None:
     """Keys must be peft ``LoraConfig`` fields."""
-    from peft import LoraConfig
-
-    known = {f.name for f in dataclasses.fields(LoraConfig)}
+    known = {f.name for f in dataclasses.fields(lora_config_class())}
     for key in settings:
         if key not in known:
             problems.add(f"{where}.{key}", unknown_key(key, known))
@@ -172,9 +207,13 @@ def check_paths(config: TrainConfig, problems: Problems) -> None:
     from ..errors import CheckpointError
     from ..models.validity import check_checkpoint
 
-    for key, value, kind in (("data.train", config.data.train, "file"), ("data.eval", config.data.eval, "file"),
-                             ("data.video_root", config.data.video_root, "folder"), ("build", config.build, "file"),
-                             ("training.deepspeed", config.training.get("deepspeed"), "file")):  # fmt: skip
+    for key, value, kind in (
+        ("data.train", config.data.train, "file"),
+        ("data.eval", config.data.eval, "file"),
+        ("data.video_root", config.data.video_root, "folder"),
+        ("build", config.build, "file"),
+        ("training.deepspeed", config.training.get("deepspeed"), "file"),
+    ):
         if isinstance(value, str) and not (Path(value).is_file() if kind == "file" else Path(value).is_dir()):
             problems.add(key, f"{value}: no such {kind}")
     if config.model:

@@ -38,7 +38,9 @@ def tower_fingerprint(model) -> str:
     digest.update(json.dumps(described, sort_keys=True, default=str).encode())
     for name, param in sorted(model.vision_tower.named_parameters()):
         digest.update(name.encode())
-        digest.update(param.detach().flatten()[:1024].float().cpu().numpy().tobytes())  # a prefix of every tensor suffices
+        digest.update(
+            param.detach().flatten()[:1024].float().cpu().numpy().tobytes()
+        )  # a prefix of every tensor suffices
     return digest.hexdigest()[:16]
 
 
@@ -76,8 +78,9 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def extract_features(model, dataset, cache: FeatureCache, rank: int = 0, world_size: int = 1,
-                     decode_timeout: float | None = 60.0) -> dict:
+def extract_features(
+    model, dataset, cache: FeatureCache, rank: int = 0, world_size: int = 1, decode_timeout: float | None = 60.0
+) -> dict:
     """Fill ``cache`` for this rank's share of ``dataset``'s videos (every ``world_size``-th, from ``rank``).
 
     Videos already cached are skipped, so an interrupted extraction resumes where it stopped. Returns counts.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,51 @@ from ..models.preprocess import (
 from ..models.sentence_encoder import DEFAULT_SENTENCE_ENCODER, sentence_embeddings
 from ..models.spec import load_yaml
 from ..models.vision import feature_geometry
-from .config import TRAINING_DEFAULTS
+from ..schema import Problems, knob, read
+from .config import TRAINING_DEFAULTS, check_training, shown_defaults
 from .trainer import MetricsProgressCallback
 
-CONFIG_KEYS = {"vision", "text_encoder", "data", "seed", "training"}
+# TrainingArguments stage 0 sets unless its config does: training's own, but no checkpoints (the tower is saved)
+PRETRAINING_DEFAULTS = {
+    key: TRAINING_DEFAULTS[key]
+    for key in ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
+} | {"remove_unused_columns": False, "save_strategy": "no"}
+
+
+@dataclass
+class ImageDataConfig:
+    train: str = knob("", "captioned images, LLaVA layout (each image's first answer is its caption)")
+    image_root: str = knob("", "folder the image paths are relative to (and must stay inside)")
+
+
+@dataclass
+class PretrainConfig:
+    """``vllm-i2v pretrain-tower``'s config (``configs/shapes/tower.yaml``)."""
+
+    vision: str | dict = knob(
+        "", "the tower: a folder, hub id or package:// path, or {random_init: {...}, preprocess: {...}}"
+    )
+    text_encoder: str = knob(DEFAULT_SENTENCE_ENCODER, "the frozen sentence encoder the captions are embedded by")
+    data: ImageDataConfig = knob(factory=ImageDataConfig, doc="the captioned images")
+    seed: int = knob(0, "seed of the tower's initialization and the data order")
+    training: dict = knob(
+        factory=dict,
+        doc="transformers TrainingArguments (output_dir required)",
+        keys=lambda _: TrainingArguments,
+        implied=shown_defaults(PRETRAINING_DEFAULTS),
+    )
+
+
+def load_pretrain_config(path, overrides: list[str] = ()) -> PretrainConfig:
+    """Read and check a stage-0 config: every problem at once, before anything loads."""
+    problems = Problems()
+    config = read(PretrainConfig, load_yaml(path, overrides, "pretraining config"), "", problems)
+    for key in ("vision", "data.train", "data.image_root"):
+        if not (config.vision if key == "vision" else getattr(config.data, key.split(".")[1])):
+            problems.add(key, "required")
+    check_training(config.training, problems)
+    problems.raise_if_any(path)
+    return config
 
 
 class ContrastiveTower(nn.Module):
@@ -63,7 +105,10 @@ class ContrastiveTower(nn.Module):
         # images whose captions are identical are all right answers: a soft target spread over them
         same = (caption_ids[:, None] == caption_ids[None, :]).float()
         target = same / same.sum(1, keepdim=True)
-        loss = (torch.sum(-target * F.log_softmax(logits, 1), 1).mean() + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()) / 2
+        loss = (
+            torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+            + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
+        ) / 2
         return {"loss": loss, "logits": logits}
 
 
@@ -97,21 +142,12 @@ class CaptionedImages(torch.utils.data.Dataset):
 
 def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     """Run stage 0 as ``config_path`` says; returns the saved tower's folder (``OUTPUT_DIR/tower``)."""
-    config = load_yaml(config_path, overrides, what="pretraining config")
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"{config_path}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)}")
-    data = config.get("data") or {}
-    if "train" not in data or "image_root" not in data:
-        raise ConfigError(f"{config_path}: data needs train (a LLaVA-layout image file) and image_root")
-    set_seed(int(config.get("seed", 0)))
-    vision, preprocess = vision_part(config["vision"])
-    encoder = config.get("text_encoder", DEFAULT_SENTENCE_ENCODER)
-    dataset = CaptionedImages(data["train"], data["image_root"], preprocess, encoder)
+    config = load_pretrain_config(config_path, overrides)
+    set_seed(config.seed)
+    vision, preprocess = vision_part(config.vision)
+    dataset = CaptionedImages(config.data.train, config.data.image_root, preprocess, config.text_encoder)
     model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
-    keep = ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
-    defaults = {k: TRAINING_DEFAULTS[k] for k in keep} | {"remove_unused_columns": False, "save_strategy": "no"}
-    args = TrainingArguments(**(defaults | config.get("training", {})))
+    args = TrainingArguments(**(PRETRAINING_DEFAULTS | config.training))
     trainer = Trainer(model=model, args=args, train_dataset=dataset)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -122,5 +158,7 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     with atomic_path(out) as tmp:
         vision.save_pretrained(tmp)
         respect_umask(tmp)
-        write_text_atomic(Path(tmp) / "preprocessor_config.json", json.dumps(image_processor_config(preprocess), indent=2) + "\n")
+        write_text_atomic(
+            Path(tmp) / "preprocessor_config.json", json.dumps(image_processor_config(preprocess), indent=2) + "\n"
+        )
     return out

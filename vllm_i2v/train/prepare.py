@@ -38,7 +38,10 @@ def quantization_config(config: TrainConfig):
     if config.quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True,
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=True,
         llm_int8_skip_modules=skip,
     )
 
@@ -119,7 +122,9 @@ def prepare_model(config: TrainConfig, args):
     set_trainable(model, config)
     if config.quantization:
         keep_4bit_weights_trainable(model)
-        model._hf_peft_config_loaded = True  # LoRA is attached: what transformers checks before training a quantized model
+        model._hf_peft_config_loaded = (
+            True  # LoRA is attached: what transformers checks before training a quantized model
+        )
     return model, processor, base
 
 
@@ -127,7 +132,11 @@ def parameter_report(model, config: TrainConfig) -> str:
     """Trainable / total parameters per part, as printed at start-up."""
     rows = []
     total_trainable = total = 0
-    for label, part in (("vision tower", model.vision_tower), ("projector", model.projector), ("LLM", model.language_model)):
+    for label, part in (
+        ("vision tower", model.vision_tower),
+        ("projector", model.projector),
+        ("LLM", model.language_model),
+    ):
         sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in part.parameters()]  # ZeRO-3: ds_numel
         n_total = sum(n for n, _ in sizes)
         n_train = sum(n for n, trains in sizes if trains)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 import yaml
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -36,8 +35,13 @@ def build_datasets(config: TrainConfig, processor, model, args):
             continue
         sampler = make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=random_offset)
         dataset = VideoChatDataset(
-            load_samples(path, data.format), processor, data.video_root, sampler, strict=data.strict,
-            decode_timeout=data.decode_timeout, independent_turns=data.independent_turns,
+            load_samples(path, data.format),
+            processor,
+            data.video_root,
+            sampler,
+            strict=data.strict,
+            decode_timeout=data.decode_timeout,
+            independent_turns=data.independent_turns,
         )
         if config.feature_cache:
             dataset.feature_cache = fill_feature_cache(config, dataset, model, args)

@@ -116,7 +116,8 @@ class TrainabilityCheck(TrainerCallback):
         moved_frozen = sorted(set(self.frozen_names) & changed)
         self.before = {}
         self.report = (
-            f"trainability check after step {state.global_step}: {len(self.expected) - len(still)}/{len(self.expected)} "
+            f"trainability check after step {state.global_step}: "
+            f"{len(self.expected) - len(still)}/{len(self.expected)} "
             f"trainable tensors updated, {len(moved_frozen)}/{len(self.frozen_names)} sampled frozen tensors moved"
         )
         if args.process_index == 0:
@@ -145,4 +146,6 @@ class MetricsProgressCallback(ProgressCallback):
         steps = state.global_step - self.start_step
         samples = steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
         rate = samples / max(time.perf_counter() - self.started, 1e-9)
-        self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", samples_per_s=f"{rate:.2f}")
+        self.training_bar.set_postfix(
+            loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}", samples_per_s=f"{rate:.2f}"
+        )

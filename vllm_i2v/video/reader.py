@@ -93,8 +93,9 @@ def _window(path, num_frames: int, fps: float, start: float | None, end: float |
         raise VideoInputError(path, f"end time {end}s is not after start time {start}s")
     if first > last:
         raise VideoInputError(
-            path, f"no frames between {start or 0}s and {end if end is not None else 'the end'} "
-            f"(the video is {num_frames / fps:.2f}s long)"
+            path,
+            f"no frames between {start or 0}s and {end if end is not None else 'the end'} "
+            f"(the video is {num_frames / fps:.2f}s long)",
         )
     return first, last
 

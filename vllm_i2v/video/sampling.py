@@ -21,7 +21,7 @@ class FrameSampler:
     def sample(self, num_available: int, fps: float) -> np.ndarray:
         raise NotImplementedError
 
-    def cap(self, max_frames: int) -> "FrameSampler":
+    def cap(self, max_frames: int) -> FrameSampler:
         """Return a sampler that yields at most ``max_frames`` frames (for a visual-token budget)."""
         raise NotImplementedError
 
@@ -43,7 +43,7 @@ class UniformSampler(FrameSampler):
     def sample(self, num_available: int, fps: float) -> np.ndarray:
         return np.rint(np.linspace(0, num_available - 1, self.num_frames)).astype(np.int64)
 
-    def cap(self, max_frames: int) -> "UniformSampler":
+    def cap(self, max_frames: int) -> UniformSampler:
         return UniformSampler(min(self.num_frames, max_frames))
 
 
@@ -66,7 +66,7 @@ class FPSSampler(FrameSampler):
             return UniformSampler(self.max_frames).sample(num_available, fps)
         return np.minimum(np.rint(np.arange(count) * step), num_available - 1).astype(np.int64)
 
-    def cap(self, max_frames: int) -> "FPSSampler":
+    def cap(self, max_frames: int) -> FPSSampler:
         return FPSSampler(self.fps, min(self.max_frames, max_frames))
 
 
@@ -95,7 +95,7 @@ class SegmentSampler(FrameSampler):
             positions = (starts + ends) / 2
         return np.clip(np.floor(positions), 0, num_available - 1).astype(np.int64)
 
-    def cap(self, max_frames: int) -> "SegmentSampler":
+    def cap(self, max_frames: int) -> SegmentSampler:
         return SegmentSampler(min(self.num_frames, max_frames), self.random_offset, self.rng)
 
 

@@ -165,7 +165,8 @@ class PyAVSource(FrameSource):
         slack = max(2, self.num_frames // 100)
         if last[0] < self.num_frames - 1 - slack:
             raise VideoInputError(
-                self.path, f"stream ends at frame {last[0]} of the {self.num_frames} its header declares (truncated or corrupt)"
+                self.path,
+                f"stream ends at frame {last[0]} of the {self.num_frames} its header declares (truncated or corrupt)",
             )
 
     def close(self):
@@ -199,7 +200,8 @@ class ImageSequenceSource(FrameSource):
 
 
 class FolderSource(FrameSource):
-    """A folder of frame images (``frame_1.jpg``, ``frame_2.jpg``, ... in natural order) at ``fps`` frames per second."""
+    """A folder of frame images (``frame_1.jpg``, ``frame_2.jpg``, ... in natural order) at ``fps`` frames a
+    second."""
 
     backend = "folder"
 

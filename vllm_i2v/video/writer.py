@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,14 @@ CODECS = {
 }
 
 
-def write_video(path, frames: Iterable[np.ndarray], fps: float = 8.0, codec: str | None = None, gop: int | None = None,
-                crf: int = 18) -> Path:
+def write_video(
+    path,
+    frames: Iterable[np.ndarray],
+    fps: float = 8.0,
+    codec: str | None = None,
+    gop: int | None = None,
+    crf: int = 18,
+) -> Path:
     """Encode ``frames`` ((T, H, W, 3) uint8 RGB, or any iterable of (H, W, 3) frames) to ``path`` at ``fps``.
 
     The codec follows the suffix; ``gop`` sets the keyframe interval (default: the encoder's). The file

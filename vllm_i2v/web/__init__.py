@@ -1,30 +1,58 @@
-"""The web demo (``vllm-i2v serve``): a Starlette app over the chat CLI's ``ChatSession``."""
+"""The web demo and the OpenAI-compatible API (``vllm-i2v serve``): one Starlette app over the chat CLI's model and
+generation loop."""
 
 from __future__ import annotations
 
 import sys
 
+from ..errors import ConfigError
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def warn_if_public(host: str) -> None:
-    """Say so when the server will be reachable from other machines (the page has no authentication)."""
-    if host not in LOCAL_HOSTS:
-        print(f"warning: serving on {host}: anyone who can reach this port can use the demo (it has no "
-              "authentication)", file=sys.stderr)  # fmt: skip
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Beyond this machine, the API needs a key (and the page, which has none, gets a warning)."""
+    if host in LOCAL_HOSTS:
+        return
+    if not api_key:
+        raise ConfigError(f"serving on {host}: the /v1 API needs --api-key (or $VLLM_I2V_API_KEY) beyond 127.0.0.1")
+    print(
+        f"warning: serving on {host}: anyone who can reach this port can use the demo page (it has no "
+        "authentication; the /v1 API asks for the key)",
+        file=sys.stderr,
+    )
 
 
-def serve(model, processor, host: str = "127.0.0.1", port: int = 7860, upload_limit: int = 200 * 2**20,
-          storage_limit: int | None = None, frames: int | None = None, max_new_tokens: int = 256) -> int:  # fmt: skip
-    """Serve the page for ``model`` until interrupted (SIGINT or SIGTERM: open connections get a few seconds)."""
+def serve(
+    model,
+    processor,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    upload_limit: int = 200 * 2**20,
+    storage_limit: int | None = None,
+    frames: int | None = None,
+    max_new_tokens: int = 256,
+    api: dict | None = None,
+) -> int:
+    """Serve the page and the ``/v1`` API (``api``: :class:`~vllm_i2v.web.api.OpenAIAPI`'s settings) for ``model``
+    until interrupted (SIGINT or SIGTERM: open connections get a few seconds)."""
     import uvicorn
 
     from ..bundled import SAMPLE_VIDEO
     from .server import DemoServer
 
-    server = DemoServer(model, processor, samples={SAMPLE_VIDEO.name: SAMPLE_VIDEO}, upload_limit=upload_limit,
-                        num_frames=frames, max_new_tokens=max_new_tokens, storage_limit=storage_limit)  # fmt: skip
-    print(f"vllm-i2v demo on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    server = DemoServer(
+        model,
+        processor,
+        samples={SAMPLE_VIDEO.name: SAMPLE_VIDEO},
+        upload_limit=upload_limit,
+        num_frames=frames,
+        max_new_tokens=max_new_tokens,
+        storage_limit=storage_limit,
+        api=api,
+    )
+    served = f" · OpenAI-compatible API at http://{host}:{port}/v1 (model {api['served_name']!r})" if api else ""
+    print(f"vllm-i2v demo on http://{host}:{port}/{served} (Ctrl-C stops it)", flush=True)
     try:
         uvicorn.run(server.app(), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
     finally:

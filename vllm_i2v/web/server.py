@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from ..chat import ChatSession
 from ..errors import VllmI2VError
+from .api import OpenAIAPI
 
 PAGE = Path(__file__).with_name("page.html")
 TAB_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
@@ -56,9 +57,17 @@ class Tab:
 class DemoServer:
     """The app's state: the model, the tabs' conversations, and the folder uploads live in (removed on close)."""
 
-    def __init__(self, model, processor, samples: dict[str, Path], upload_limit: int = 200 * 2**20,
-                 num_frames: int | None = None, max_new_tokens: int = 256,
-                 storage_limit: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        processor,
+        samples: dict[str, Path],
+        upload_limit: int = 200 * 2**20,
+        num_frames: int | None = None,
+        max_new_tokens: int = 256,
+        storage_limit: int | None = None,
+        api: dict | None = None,
+    ):
         self.model, self.processor = model, processor
         self.samples = samples
         self.upload_limit = upload_limit
@@ -68,6 +77,7 @@ class DemoServer:
         self.model_lock = threading.Lock()  # one tower or LLM call at a time on the shared model
         self.tabs: OrderedDict[str, Tab] = OrderedDict()
         self.root = Path(tempfile.mkdtemp(prefix="vllm_i2v_serve_"))
+        self.api = OpenAIAPI(self, **api) if api is not None else None  # the /v1 routes: OpenAIAPI's settings
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -78,7 +88,9 @@ class DemoServer:
         if tab_id not in self.tabs:
             while len(self.tabs) >= MAX_TABS:  # forget the least recently used conversation
                 self._evict_oldest()
-            session = ChatSession(self.model, self.processor, num_frames=self.num_frames, max_new_tokens=self.max_new_tokens)
+            session = ChatSession(
+                self.model, self.processor, num_frames=self.num_frames, max_new_tokens=self.max_new_tokens
+            )
             self.tabs[tab_id] = Tab(session, self.root / tab_id)
             self.tabs[tab_id].folder.mkdir()
         self.tabs.move_to_end(tab_id)
@@ -126,6 +138,7 @@ class DemoServer:
             Route("/api/{tab}/reset", self.reset, methods=["POST"]),
             Route("/api/{tab}/frames", self.frames, methods=["POST"]),
             Route("/api/{tab}/transcript", self.transcript),
+            *(self.api.routes() if self.api else ()),
         ]
 
         @asynccontextmanager
@@ -136,8 +149,9 @@ class DemoServer:
         return Starlette(routes=routes, exception_handlers={VllmI2VError: _error}, lifespan=lifespan)
 
     async def info(self, request: Request) -> JSONResponse:
-        return JSONResponse({"samples": list(self.samples), "frames": self.num_frames,
-                             "upload_limit_mb": self.upload_limit / 2**20})  # fmt: skip
+        return JSONResponse(
+            {"samples": list(self.samples), "frames": self.num_frames, "upload_limit_mb": self.upload_limit / 2**20}
+        )
 
     async def upload(self, request: Request) -> JSONResponse:
         tab_id = request.path_params["tab"]
@@ -163,8 +177,9 @@ class DemoServer:
         if size > self.upload_limit:
             return JSONResponse({"error": f"upload is larger than {megabytes(self.upload_limit)}"}, 413)
         if not kept:
-            return JSONResponse({"error": f"the server's upload space ({megabytes(self.storage_limit)}) is full; "
-                                 "try again later"}, 507)  # fmt: skip
+            return JSONResponse(
+                {"error": f"the server's upload space ({megabytes(self.storage_limit)}) is full; try again later"}, 507
+            )
         try:
             result = await asyncio.to_thread(self.set_video, tab, target, name)
         except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
@@ -294,8 +309,11 @@ def display_copy(path: Path, folder: Path) -> Path:
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0] if container.streams.video else None
-        playable = stream is not None and stream.codec_context.name in BROWSER_CODECS and container.format.name in (
-            "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")  # fmt: skip
+        playable = (
+            stream is not None
+            and stream.codec_context.name in BROWSER_CODECS
+            and container.format.name in ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm")
+        )
         if playable:
             return path
         fps = float(stream.average_rate or 8) if stream is not None else 8.0

@@ -29,4 +29,11 @@ def build_projector(settings: dict, layout: FeatureLayout, vision_dim: int, llm_
     return projector_class(settings)(settings, layout, vision_dim, llm_dim)
 
 
-__all__ = ["DEFAULT_PROJECTOR", "PROJECTORS", "FeatureLayout", "TemporalProjector", "build_projector", "projector_class"]
+__all__ = [
+    "DEFAULT_PROJECTOR",
+    "PROJECTORS",
+    "FeatureLayout",
+    "TemporalProjector",
+    "build_projector",
+    "projector_class",
+]

@@ -21,27 +21,33 @@ tokens alone, even with a learned embedding per (time, row, column) token added.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .base import FeatureLayout, TemporalProjector, build_mlp
+from ...schema import knob
+from .base import FeatureLayout, MLPSettings, TemporalProjector, build_mlp
 from .encoder import SpaceTimeEncoder
+
+
+@dataclass
+class AdaptivePoolingSettings(MLPSettings):
+    grid: list = knob(doc="[t, h, w]: the pooled grid (capped by the input)", factory=lambda: [16, 12, 12])
+    temporal_embeddings: bool = knob(False, "a learned embedding per pooled time step, added before the MLP")
+    motion_tokens: bool = knob(False, "+2 tokens: where each feature channel moved along x and y (no weights)")
+    encoder_layers: int = knob(
+        0, "layers of a space-time transformer over the features before pooling (0: none)", minimum=0
+    )
+    encoder_heads: int | None = knob(None, "its attention heads (default: width / 64)", minimum=1)
+    encoder_time_steps: int = knob(8, "its learned time embeddings, interpolated over any number of frames", minimum=1)
 
 
 class AdaptivePooling(TemporalProjector):
     name = "adapool"
-    defaults = {
-        "grid": [16, 12, 12],
-        "mlp_depth": 2,
-        "act": "gelu",
-        "temporal_embeddings": False,
-        "motion_tokens": False,
-        "encoder_layers": 0,
-        "encoder_heads": None,
-        "encoder_time_steps": 8,
-    }
+    Settings = AdaptivePoolingSettings
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
 from ...errors import ConfigError
+from ...schema import Problems, knob, read
+
+
+@dataclass
+class MLPSettings:
+    """What every projector's MLP (LLaVA's ``mlp{depth}x_{act}``) takes."""
+
+    mlp_depth: int = knob(2, "linear layers in the MLP into the LLM's width", minimum=1)
+    act: str = knob("gelu", "activation between them (a transformers ACT2FN name)")
 
 
 @dataclass(frozen=True)
@@ -37,12 +46,13 @@ def build_mlp(in_dim: int, out_dim: int, depth: int = 2, act: str = "gelu") -> n
 class TemporalProjector(nn.Module):
     """Maps features ``(B, T, layout.tokens_per_frame, D_vision)`` to visual tokens ``(B, M, D_llm)``.
 
-    Subclasses declare ``name`` and their config keys with defaults in ``defaults``, implement
-    :meth:`count_tokens` (M for T frames, computable from the config alone) and ``forward``.
+    Subclasses declare ``name`` and their settings as a schema dataclass ``Settings`` (each knob with its
+    default and what it does), implement :meth:`count_tokens` (M for T frames, computable from the config alone)
+    and ``forward``.
     """
 
     name: str = ""
-    defaults: dict = {}
+    Settings: type = MLPSettings
 
     def __init__(self, settings: dict, layout: FeatureLayout, vision_dim: int, llm_dim: int):
         super().__init__()
@@ -53,12 +63,11 @@ class TemporalProjector(nn.Module):
 
     @classmethod
     def resolve(cls, settings: dict) -> dict:
-        """The projector's settings with defaults filled; unknown keys are an error."""
-        settings = {k: v for k, v in settings.items() if k != "type"}
-        unknown = set(settings) - set(cls.defaults)
-        if unknown:
-            raise ConfigError(f"projector {cls.name!r}: unknown settings {sorted(unknown)}; known: {sorted(cls.defaults)}")
-        return {**cls.defaults, **settings}
+        """The projector's settings with defaults filled; an unknown key, a wrong type or value is an error."""
+        problems = Problems()
+        values = read(cls.Settings, {k: v for k, v in settings.items() if k != "type"}, "", problems)
+        problems.raise_if_any(f"projector {cls.name!r}")
+        return asdict(values)
 
     @classmethod
     def count_tokens(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> int:

@@ -7,30 +7,35 @@ with an ``s x s`` kernel and stride ``s`` before the MLP, giving ``(h // s) * (w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-from ...errors import ConfigError
-from .base import FeatureLayout, TemporalProjector, build_mlp
+from ...schema import knob
+from .base import FeatureLayout, MLPSettings, TemporalProjector, build_mlp
 
-POOL_MODES = ("avg", "max")
+
+@dataclass
+class FrameMLPSettings(MLPSettings):
+    pool_stride: int = knob(
+        1, "pool each frame's patch grid with this kernel and stride first (1: no pooling)", minimum=1
+    )
+    pool_mode: Literal["avg", "max"] = knob("avg", "how the grid is pooled")
 
 
 class FrameMLP(TemporalProjector):
     name = "mlp"
-    defaults = {"pool_stride": 1, "pool_mode": "avg", "mlp_depth": 2, "act": "gelu"}
+    Settings = FrameMLPSettings
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
-        if self.settings["pool_mode"] not in POOL_MODES:
-            raise ConfigError(f"mlp pool_mode must be one of {POOL_MODES}, got {self.settings['pool_mode']!r}")
         self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
 
     @classmethod
     def count_tokens(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> int:
         stride = int(settings["pool_stride"])
-        if stride < 1:
-            raise ConfigError(f"mlp pool_stride must be at least 1, got {stride}")
         if stride == 1:
             return num_frames * layout.tokens_per_frame
         return num_frames * (layout.grid_h // stride) * (layout.grid_w // stride)

@@ -9,34 +9,39 @@ in time is added (so the output depends on frame order). ``mode: video`` (Video-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from ...errors import ConfigError
+from ...schema import knob
 from .base import FeatureLayout, TemporalProjector
 
-MODES = ("video", "frame")
+
+@dataclass
+class QFormerSettings:
+    mode: Literal["video", "frame"] = knob("video", "video: queries over all frames at once; frame: per frame")
+    num_queries: int = knob(32, "learned queries (tokens per call)", minimum=1)
+    hidden_size: int = knob(768, "the Q-Former's width", minimum=1)
+    num_layers: int = knob(2, "Q-Former layers", minimum=1)
+    num_heads: int = knob(12, "attention heads (dividing hidden_size)", minimum=1)
+    intermediate_size: int = knob(3072, "MLP width inside each layer", minimum=1)
+    temporal_embeddings: bool = knob(
+        True, "a learned embedding of each frame's position in time, added to its features"
+    )
+    max_frames: int = knob(64, "frames the temporal embeddings cover", minimum=1)
 
 
 class QFormerProjector(TemporalProjector):
     name = "qformer"
-    defaults = {
-        "mode": "video",
-        "num_queries": 32,
-        "hidden_size": 768,
-        "num_layers": 2,
-        "num_heads": 12,
-        "intermediate_size": 3072,
-        "temporal_embeddings": True,
-        "max_frames": 64,
-    }
+    Settings = QFormerSettings
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
         s = self.settings
-        if s["mode"] not in MODES:
-            raise ConfigError(f"qformer mode must be one of {MODES}, got {s['mode']!r}")
         config = Blip2QFormerConfig(
             hidden_size=s["hidden_size"],
             num_hidden_layers=s["num_layers"],

@@ -8,29 +8,39 @@ unchanged) and concatenated, slow tokens first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from ...errors import ConfigError
-from .base import FeatureLayout, TemporalProjector, build_mlp
+from ...schema import knob
+from .base import FeatureLayout, MLPSettings, TemporalProjector, build_mlp
+
+
+@dataclass
+class SlowFastSettings(MLPSettings):
+    slow_frames: int = knob(8, "frames of the slow pathway (evenly spaced)", minimum=1)
+    slow_grid: list = knob(doc="[h, w]: the slow pathway's pooled grid", factory=lambda: [12, 12])
+    fast_grid: list = knob(doc="[h, w]: the fast pathway's pooled grid (every frame)", factory=lambda: [4, 4])
 
 
 class SlowFastPooling(TemporalProjector):
     name = "slowfast"
-    defaults = {"slow_frames": 8, "slow_grid": [12, 12], "fast_grid": [4, 4], "mlp_depth": 2, "act": "gelu"}
+    Settings = SlowFastSettings
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
         self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
 
     @classmethod
-    def grids(cls, settings: dict, layout: FeatureLayout, num_frames: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    def grids(
+        cls, settings: dict, layout: FeatureLayout, num_frames: int
+    ) -> tuple[int, tuple[int, int], tuple[int, int]]:
         """(slow frame count, slow grid, fast grid), each capped by the input."""
         for key in ("slow_grid", "fast_grid"):
             if len(settings[key]) != 2 or min(settings[key]) < 1:
                 raise ConfigError(f"slowfast {key} must be two positive sizes [h, w], got {settings[key]}")
-        if int(settings["slow_frames"]) < 1:
-            raise ConfigError(f"slowfast slow_frames must be at least 1, got {settings['slow_frames']}")
         cap = lambda grid: (min(grid[0], layout.grid_h), min(grid[1], layout.grid_w))  # noqa: E731
         return min(int(settings["slow_frames"]), num_frames), cap(settings["slow_grid"]), cap(settings["fast_grid"])
 

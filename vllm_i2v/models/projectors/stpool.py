@@ -14,7 +14,6 @@ from .base import FeatureLayout, TemporalProjector, build_mlp
 
 class SpatioTemporalPooling(TemporalProjector):
     name = "stpool"
-    defaults = {"mlp_depth": 2, "act": "gelu"}
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
