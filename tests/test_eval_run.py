@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tiny import random_frames
 
+from vllm_i2v.bundled import DEFAULT_MODEL
 from vllm_i2v.cli import main
 from vllm_i2v.errors import VllmI2VError
 from vllm_i2v.eval import read_jsonl, token_f1
@@ -329,7 +330,7 @@ def test_bad_task_file_names_the_problem(tmp_path, capsys):
     shutil.copy(Path(load_task("activitynet-qa").source), bad)
     bad.write_text(bad.read_text().replace("layout: qa-pairs", "layout: nonsense"))
     assert main(["eval", str(bad), "--model", "m", "--out", str(tmp_path / "o")]) == 2
-    assert f"{bad}: layout 'nonsense'" in capsys.readouterr().err
+    assert f"{bad}: layout: must be one of 'qa-pairs'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -528,5 +529,8 @@ def test_msvd_original_layout_maps_video_ids_to_clip_names(tmp_path):
 def test_a_row_without_a_field_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "test_q.json").write_text(json.dumps([{"question": "why?", "question_id": "q1"}]))
     (tmp_path / "test_a.json").write_text(json.dumps([{"answer": "yes", "question_id": "q1"}]))
-    assert main(["eval", "activitynet-qa", "--data", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o")]) == 2
+    model = str(DEFAULT_MODEL)  # checked before the data, loaded after it
+    assert (
+        main(["eval", "activitynet-qa", "--data", str(tmp_path), "--model", model, "--out", str(tmp_path / "o")]) == 2
+    )
     assert "has no 'video_name' field" in capsys.readouterr().err

@@ -67,4 +67,7 @@ def test_pretrain_config_errors(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"vision": "x", "data": {"train": "a.json"}}))
     assert main(["pretrain-tower", str(path)]) == 2
-    assert "data needs train" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: 2 problems" in err and "data.image_root: required" in err and "training.output_dir: required" in err
+    )

@@ -164,3 +164,23 @@ def test_adapool_motion_tokens_say_which_way_things_moved():
     assert projector(x).shape[1] == 4 * 2 * 2 + 2 == projector.num_tokens(4)
     tokens, backwards = projector(x), projector(x.flip(1))
     assert not torch.allclose(tokens[:, -2:], backwards[:, -2:])  # reversed time, reversed motion
+
+
+def test_adapool_cell_motion_says_where_each_thing_moved_and_when_it_was_there():
+    from vllm_i2v.models.projectors.adapool import local_motion
+
+    xs, ys = torch.arange(7.0).view(1, 7), torch.arange(7.0).view(7, 1)
+    volume = torch.zeros(1, 2, 8, 7, 7)  # channel 0: a blob moving right along row 3; channel 1: a still blob
+    for t in range(8):
+        volume[0, 0, t] = torch.exp(-((xs - (1 + 0.6 * t)) ** 2 + (ys - 3) ** 2) / 1.5)
+        volume[0, 1, t] = torch.exp(-((xs - 5) ** 2 + (ys - 0) ** 2) / 1.5)
+    when, along_x, along_y = local_motion(volume, (1, 7, 7)).split(2, dim=1)  # each (1, 2, 1, 7, 7)
+    assert along_x[0, 0, 0, 3, 2:5].min() > 0.2 and along_y[0, 0, 0, 3].abs().max() < 0.1  # moving right
+    assert along_x[0, 0, 0, 3, 2:5].min() > 3 * along_x[0, 1, 0, 0, 4:].abs().max()  # the still blob hardly moves
+    assert when[0, 0, 0, 3, 1] < 0 < when[0, 0, 0, 3, 5]  # on the left early, on the right late
+    backwards = local_motion(volume.flip(2), (1, 7, 7)).split(2, dim=1)[1]
+    assert backwards[0, 0, 0, 3, 2:5].max() < -0.2  # reversed time: moving left
+    projector = make({"type": "adapool", "grid": [1, 2, 2], "cell_motion": True})
+    assert projector(features(frames=4)).shape == (2, 4, LLM_DIM) == (2, projector.num_tokens(4), LLM_DIM)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        make({"type": "adapool", "cell_motion": True, "motion_tokens": True})

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_bad_input import BAD_VIDEOS, bad_video
 
 from vllm_i2v.bundled import DEFAULT_MODEL, SAMPLE_VIDEO
 
@@ -177,7 +178,12 @@ def send_partial_upload(base: str, tab: str, sent: int, declared: int) -> None:
 
 def wait_for(condition, seconds: float = 10) -> None:
     deadline = time.time() + seconds
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:  # a server not listening yet
+            pass
         assert time.time() < deadline, "condition not reached"
         time.sleep(0.05)
 
@@ -332,3 +338,14 @@ def test_in_a_real_browser(server, tmp_path):
         driver.quit()
         for key in env:
             os.environ.pop(key, None)
+
+
+@pytest.mark.parametrize("kind", [k for k in BAD_VIDEOS if k not in ("missing", "directory")])
+def test_the_bad_input_table_through_the_upload(server, tmp_path, kind):
+    demo, base = server
+    path, phrase = bad_video(tmp_path, kind, "my clip ünï.mp4")
+    status, body = call(f"{base}/api/tab-badtable/upload", path.read_bytes(), {"X-Filename": "my clip.mp4"})
+    phrases = (phrase,) if isinstance(phrase, str) else phrase
+    assert status == 400 and body["error"].startswith("error: my clip.mp4: ") and "\n" not in body["error"]
+    assert any(p in body["error"] for p in phrases) and str(demo.root) not in body["error"]
+    assert not list((demo.root / "tab-badtable").glob("upload-*"))

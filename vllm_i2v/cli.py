@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import build, chat, checkpoints, convert, data, encode, evaluate, export, serve, train
+from .commands import build, chat, checkpoints, convert, data, encode, evaluate, export, plan, serve, train
 from .errors import VllmI2VError
 
-COMMANDS = (build, convert, export, encode, chat, serve, train, checkpoints, evaluate, data)
+COMMANDS = (build, convert, export, plan, encode, chat, serve, train, checkpoints, evaluate, data)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("config", help="training config YAML")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted keys (training.learning_rate=1e-4)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
+    parser.add_argument("--force", action="store_true", help="run even when the plan says it does not fit the device")
 
     parser = add_command(
         subparsers,
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
 def run_train(args) -> None:
     from ..train.run import run_training
 
-    run_training(args.config, args.overrides + (["data.strict=true"] if args.strict else []))
+    run_training(args.config, args.overrides + (["data.strict=true"] if args.strict else []), force=args.force)
 
 
 def run_pretrain(args) -> None:

@@ -94,12 +94,15 @@ class Scene:
         """Every frame of the clip, in order (a generator, so long clips need not sit in memory)."""
         return (self.render(i / self.fps) for i in range(self.num_frames))
 
-    def caption(self) -> str:
-        """One sentence naming every object and what it does, in order of appearance."""
+    def caption(self, naming: str = "both") -> str:
+        """One sentence naming every object and what it does, in order of appearance. A still's caption says where
+        each object is and names it by ``naming``: ``both`` (a red square), ``color`` (a red object) or ``shape``
+        (a square): captions that name one attribute alone teach a tower colour and shape apart."""
         parts = []
         for obj in sorted(self.objects, key=lambda o: o.enter):
             if self.duration == 0:
-                parts.append(f"a {obj.name} {obj.place(self.canvas)}")
+                name = {"both": obj.name, "color": f"{obj.color} object", "shape": obj.shape}[naming]
+                parts.append(f"a {name} {obj.place(self.canvas)}")
                 continue
             action = f"moves {MOTION_WORDS[obj.direction]}" if obj.direction else "stays still"
             parts.append(f"a {obj.name} appears later and {action}" if obj.enter > 0 else f"a {obj.name} {action}")
@@ -223,8 +226,9 @@ def _overlap(a: ShapeObject, b: ShapeObject) -> bool:
 
 def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False) -> list[dict]:
     """QA pairs about a scene. A video: attribute, counting, motion (``subtype`` direction or moving-or-still),
-    temporal order, caption, in a random order. A still: its caption first (what stage-0 pretraining reads),
-    counting, attribute. Attribute and motion questions are about one object drawn at random, or with
+    temporal order, caption, in a random order. A still: its captions first (what stage-0 pretraining reads: one
+    naming colour and shape, one colour alone, one shape alone), counting, attribute. Attribute and motion
+    questions are about one object drawn at random, or with
     ``every_object`` about each object in turn (both attribute questions, each mover's direction, each object's
     state): more supervision per clip for training, where every question is trained on its own."""
     qa = []
@@ -239,7 +243,12 @@ def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False
                 qa.append({"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape})
     qa.append({"type": "counting", "question": "How many objects are there?", "answer": str(len(objects))})
     if scene.duration == 0:
-        return [{"type": "caption", "question": "Describe the image.", "answer": scene.caption()}, *qa[::-1]]
+        captions = [
+            {"type": "caption", "question": question, "answer": scene.caption(naming)}
+            for question, naming in (("Describe the image.", "both"), ("Describe the colors in the image.", "color"),
+                                     ("Describe the shapes in the image.", "shape"))
+        ]
+        return [*captions, *qa[::-1]]
     movers = [o for o in objects if o.direction]
     if movers:
         for mover in movers if every_object else [movers[int(rng.integers(len(movers)))]]:

@@ -86,9 +86,11 @@ def predict_task(
             "visual_tokens": None,
         }
     else:
+        from ..chat.cli import warn_if_too_large
         from ..models import VideoLLMProcessor
         from ..models.checkpoint import load_model
 
+        warn_if_too_large(model_path, frames)
         model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)
         num_frames = frames or model.config.num_frames
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

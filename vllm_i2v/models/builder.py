@@ -54,14 +54,33 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     return model, tokenizer
 
 
+def llm_config(source: str):
+    """An LLM's config without its weights: a folder's or hub id's ``config.json``, a GGUF file's metadata (or its
+    converted copy in the cache)."""
+    source = resolve_package_path(source)
+    if str(source).endswith(".gguf"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such GGUF file")
+        converted = _converted_path(path)
+        if (converted / "config.json").is_file():
+            return AutoConfig.from_pretrained(converted)
+        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    return AutoConfig.from_pretrained(source)
+
+
+def _converted_path(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "gguf" / f"{path.stem}-{key}"
+
+
 def converted_gguf(path: Path) -> Path:
     """The plain checkpoint converted from GGUF file ``path``, made in the cache on first use (atomically, so an
     interrupted conversion leaves nothing half-written). Keyed by the file's name, size and modification time."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such GGUF file")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / "gguf" / f"{path.stem}-{key}"
+    target = _converted_path(path)
     if (target / "config.json").is_file():
         return target
     logger.warning("converting %s into %s (once)", path, target)

@@ -89,6 +89,8 @@ class VideoLLMProcessor:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     def _content_text(self, content) -> str:
+        """Content as one string: a list of parts becomes its pieces one per line (``[{"type": "video"},
+        {"type": "text", "text": "What moves?"}]`` -> ``"<video>\\nWhat moves?"``, as written by hand)."""
         if isinstance(content, str):
             return content
         placeholders = {"video": self.config.video_token, "image": self.config.image_token}
@@ -101,7 +103,7 @@ class VideoLLMProcessor:
                 parts.append(placeholders[kind])
             else:
                 raise PromptError(f"unknown message content part {part!r}; known types: text, video, image")
-        return " ".join(parts)
+        return "\n".join(parts)
 
     def _content_parts(self, content) -> list[dict]:
         """Content as transformers' multimodal list: ``"<video>\nWhat moves?"`` -> ``[{"type": "video"},

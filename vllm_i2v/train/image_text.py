@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..atomic import atomic_path, respect_umask, write_text_atomic
 from ..data import load_samples
@@ -42,17 +43,21 @@ from ..schema import Problems, knob, read
 from .config import TRAINING_DEFAULTS, check_training, shown_defaults
 from .trainer import MetricsProgressCallback
 
-# TrainingArguments stage 0 sets unless its config does: training's own, but no checkpoints (the tower is saved)
+# TrainingArguments stage 0 sets unless its config does: training's own, and a checkpoint every 100 steps (an
+# interrupted run resumes from it)
 PRETRAINING_DEFAULTS = {
     key: TRAINING_DEFAULTS[key]
     for key in ("report_to", "disable_tqdm", "dataloader_pin_memory", "use_cpu", "weight_decay", "logging_steps")
-} | {"remove_unused_columns": False, "save_strategy": "no"}
+} | {"remove_unused_columns": False, "save_strategy": "steps", "save_steps": 100, "save_total_limit": 1}
 
 
 @dataclass
 class ImageDataConfig:
     train: str = knob("", "captioned images, LLaVA layout (each image's first answer is its caption)")
     image_root: str = knob("", "folder the image paths are relative to (and must stay inside)")
+    caption_questions: list | None = knob(
+        None, "the questions whose answers are an image's captions, each one training pair (default: its first answer)"
+    )
 
 
 @dataclass
@@ -71,6 +76,18 @@ class PretrainConfig:
         keys=lambda _: TrainingArguments,
         implied=shown_defaults(PRETRAINING_DEFAULTS),
     )
+
+
+def _captions(messages: list[dict], questions: list[str] | None) -> list[str]:
+    """The assistant answers that are captions: the first one, or those answering one of ``questions``."""
+    answers = [
+        (messages[i - 1]["content"] if i else "", m["content"])
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant"
+    ]
+    if not questions:
+        return [answers[0][1]] if answers else []
+    return [answer for asked, answer in answers if asked.removeprefix("<image>").strip() in questions]
 
 
 def load_pretrain_config(path, overrides: list[str] = ()) -> PretrainConfig:
@@ -113,14 +130,23 @@ class ContrastiveTower(nn.Module):
 
 
 class CaptionedImages(torch.utils.data.Dataset):
-    """Images of a LLaVA-layout file with the embedding of each one's caption (its first answer)."""
+    """(image, caption embedding) pairs of a LLaVA-layout file: each image's first answer is its caption, or, with
+    ``questions``, the answers to those questions are its captions (each one pair)."""
 
-    def __init__(self, path: str, image_root: str, preprocess: PreprocessSpec, encoder: str):
+    def __init__(
+        self, path: str, image_root: str, preprocess: PreprocessSpec, encoder: str, questions: list[str] | None = None
+    ):
         samples = [s for s in load_samples(path) if s.image]
         if not samples:
             raise ConfigError(f"{path}: no image rows")
-        self.paths = [resolve_inside(Path(image_root), s.image, s.source) for s in samples]
-        captions = [next(m["content"] for m in s.messages if m["role"] == "assistant") for s in samples]
+        self.paths, captions = [], []
+        for sample in samples:
+            file = resolve_inside(Path(image_root), sample.image, sample.source)
+            for caption in _captions(sample.messages, questions):
+                self.paths.append(file)
+                captions.append(caption)
+        if not captions:
+            raise ConfigError(f"{path}: no row answers any of the caption questions {questions}")
         unique = sorted(set(captions))
         index = {caption: i for i, caption in enumerate(unique)}
         self.caption_ids = [index[c] for c in captions]
@@ -145,14 +171,18 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     config = load_pretrain_config(config_path, overrides)
     set_seed(config.seed)
     vision, preprocess = vision_part(config.vision)
-    dataset = CaptionedImages(config.data.train, config.data.image_root, preprocess, config.text_encoder)
+    dataset = CaptionedImages(
+        config.data.train, config.data.image_root, preprocess, config.text_encoder, config.data.caption_questions
+    )
     model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
     args = TrainingArguments(**(PRETRAINING_DEFAULTS | config.training))
     trainer = Trainer(model=model, args=args, train_dataset=dataset)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(MetricsProgressCallback())
-    trainer.train()
+    output = Path(args.output_dir)
+    resume = get_last_checkpoint(str(output)) if output.is_dir() else None  # an interrupted run goes on from there
+    trainer.train(resume_from_checkpoint=resume)
     trainer.state.save_to_json(str(Path(args.output_dir) / "trainer_state.json"))  # the loss curve
     out = Path(args.output_dir) / "tower"
     with atomic_path(out) as tmp:

@@ -6,6 +6,7 @@ Trainer and its DeepSpeed integration do the distribution.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -94,10 +95,15 @@ def make_trainer(config: TrainConfig) -> VideoTrainer:
     return trainer
 
 
-def run_training(config_path, overrides: list[str] = ()) -> Path:
+def run_training(config_path, overrides: list[str] = (), force: bool = False) -> Path:
     """Train as the config says, resuming from the last checkpoint in the output directory; returns the final
-    trainable-only checkpoint directory."""
+    trainable-only checkpoint directory. A run whose plan does not fit the device is refused unless ``force``."""
+    from ..plan import check_training_fits
+
     config = load_train_config(config_path, overrides)
+    summary = check_training_fits(config, force)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(summary, flush=True)
     trainer = make_trainer(config)
     args = trainer.args
     output_dir = Path(args.output_dir)

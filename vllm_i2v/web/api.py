@@ -224,9 +224,15 @@ class OpenAIAPI:
         _check(isinstance(stream, bool), "stream is true or false", "stream")
         options = body.get("stream_options") or {}
         _check(isinstance(options, dict), "stream_options is an object", "stream_options")
-        generation = {}
+        minimum = body.get("min_tokens", 0)  # vLLM's extension: at least this many new tokens
+        _check(
+            isinstance(minimum, int) and not isinstance(minimum, bool) and 0 <= minimum <= new_tokens,
+            "min_tokens is a whole number from 0 to max_tokens",
+            "min_tokens",
+        )
+        generation = {"min_new_tokens": minimum} if minimum else {}
         if temperature:  # absent or 0: greedy
-            generation = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p or 1.0)}
+            generation |= {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p or 1.0)}
         return {
             "max_new_tokens": new_tokens,
             "frames": frames,

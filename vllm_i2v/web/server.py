@@ -219,13 +219,13 @@ class DemoServer:
             try:
                 with self.model_lock:
                     _, times = tab.session.ask(question, on_text=lambda piece: send({"text": piece}))
-                send({"done": True, "seconds": round(times.generate, 2), "stopped": tab.session.cancel.is_set()})
+                last = {"done": True, "seconds": round(times.generate, 2), "stopped": tab.session.cancel.is_set()}
             except VllmI2VError as exc:
-                send({"error": f"error: {exc}"})
+                last = {"error": f"error: {exc}"}
             except Exception as exc:  # noqa: BLE001 - reported to the page; the server goes on
-                send({"error": f"error: {type(exc).__name__}: {exc}"})
-            finally:
-                tab.busy.release()
+                last = {"error": f"error: {type(exc).__name__}: {exc}"}
+            tab.busy.release()  # before the last line: a client that reads it may ask again at once
+            send(last)
 
         threading.Thread(target=answer, daemon=True).start()
 

@@ -38,6 +38,9 @@ class AdaptivePoolingSettings(MLPSettings):
     grid: list = knob(doc="[t, h, w]: the pooled grid (capped by the input)", factory=lambda: [16, 12, 12])
     temporal_embeddings: bool = knob(False, "a learned embedding per pooled time step, added before the MLP")
     motion_tokens: bool = knob(False, "+2 tokens: where each feature channel moved along x and y (no weights)")
+    cell_motion: bool = knob(
+        False, "each token also carries when its content was there (per channel) and which way it moved (no weights)"
+    )
     encoder_layers: int = knob(
         0, "layers of a space-time transformer over the features before pooling (0: none)", minimum=0
     )
@@ -51,7 +54,10 @@ class AdaptivePooling(TemporalProjector):
 
     def __init__(self, settings, layout, vision_dim, llm_dim):
         super().__init__(settings, layout, vision_dim, llm_dim)
-        self.mlp = build_mlp(vision_dim, llm_dim, self.settings["mlp_depth"], self.settings["act"])
+        if self.settings["cell_motion"] and self.settings["motion_tokens"]:
+            raise ConfigError("adapool: cell_motion and motion_tokens exclude each other (the first is the local form)")
+        width = 4 * vision_dim if self.settings["cell_motion"] else vision_dim  # + when, + moving along x and y
+        self.mlp = build_mlp(width, llm_dim, self.settings["mlp_depth"], self.settings["act"])
         self.encoder = None
         if self.settings["encoder_layers"]:
             heads = self.settings["encoder_heads"] or max(1, vision_dim // 64)
@@ -87,6 +93,8 @@ class AdaptivePooling(TemporalProjector):
         if self.time_embeddings is not None:  # (t, D) -> (1, D, t, 1, 1)
             steps = self.time_embeddings.weight[: pooled.shape[2]].to(pooled.dtype)
             pooled = pooled + steps.T[None, :, :, None, None]
+        if self.settings["cell_motion"]:
+            pooled = torch.cat([pooled, local_motion(volume, pooled.shape[2:])], dim=1)
         tokens = pooled.flatten(2)  # (B, D, t*h*w) in (time, row, column) order
         if self.settings["motion_tokens"]:
             tokens = torch.cat([tokens, motion_moments(volume)], dim=2)
@@ -105,3 +113,32 @@ def motion_moments(volume: torch.Tensor) -> torch.Tensor:
     along_x = (change * xs).sum(dim=(2, 3, 4))
     along_y = (change * ys[:, None]).sum(dim=(2, 3, 4))
     return torch.stack([along_x, along_y], dim=2) / (h * w) ** 0.5
+
+
+def local_motion(volume: torch.Tensor, grid, eps: float = 1e-3) -> torch.Tensor:
+    """(B, 3D, t, h', w'): for every pooled cell and channel, when its content was there and which way it moved,
+    from the patch grid ``volume`` (B, D, T, h, w); no weights.
+
+    *When*: the covariance of time with the channel (early < 0 < late). *Which way*: the features weighted by the
+    local flow along x and along y, so that a channel carries its content's motion in its own value (a still object
+    gives zeros, a red square moving right the red square's features in the x part). The flow is Lucas-Kanade's over
+    all channels at once: in each patch's 3x3 neighbourhood and between consecutive frames, the displacement (in
+    patches per frame) that best explains the temporal change by the spatial gradients."""
+    b, d, t, h, w = volume.shape
+    times = torch.linspace(-1, 1, t, dtype=volume.dtype, device=volume.device).view(1, 1, t, 1, 1)
+    when = (times * volume).mean(2, keepdim=True) - times.mean() * volume.mean(2, keepdim=True)  # (B, D, 1, h, w)
+    when = F.adaptive_avg_pool3d(when, (1, *grid[1:])).expand(-1, -1, grid[0], -1, -1)
+    if t < 2:
+        return torch.cat([when, volume.new_zeros(b, 2 * d, *grid)], dim=1)
+    middle = (volume[:, :, 1:] + volume[:, :, :-1]) / 2  # (B, D, T-1, h, w)
+    dt = volume[:, :, 1:] - volume[:, :, :-1]
+    dx = torch.gradient(middle, dim=4)[0]
+    dy = torch.gradient(middle, dim=3)[0]
+    window = lambda v: F.avg_pool3d(v.sum(1, keepdim=True), (1, 3, 3), stride=1, padding=(0, 1, 1))  # noqa: E731
+    xx, xy, yy, xt, yt = (window(a * c) for a, c in ((dx, dx), (dx, dy), (dy, dy), (dx, dt), (dy, dt)))
+    scale = eps * (xx + yy).mean(dim=(2, 3, 4), keepdim=True) + 1e-12  # regularizes where nothing has texture
+    det = (xx + scale) * (yy + scale) - xy * xy
+    flow_x = -((yy + scale) * xt - xy * yt) / det  # (B, 1, T-1, h, w)
+    flow_y = -((xx + scale) * yt - xy * xt) / det
+    moving = [F.adaptive_avg_pool3d(middle * flow, grid) for flow in (flow_x, flow_y)]
+    return torch.cat([when, *moving], dim=1)

@@ -1,0 +1,143 @@
+"""`vllm-i2v plan`: exact token arithmetic for every projector and frame count, memory predicted within ±20% of a
+real training run's peak, no weight read, training refused (with the cheapest change) when it cannot fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import PROJECTOR_SPECS
+from tiny import random_frames
+
+from vllm_i2v.cli import main
+from vllm_i2v.plan import Setup, estimate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved(build, tmp_path_factory):
+    """A saved tiny checkpoint per projector."""
+    root = tmp_path_factory.mktemp("plan-models")
+    paths = {}
+    for name in PROJECTOR_SPECS:
+        model, processor = build(name)
+        model.save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+@pytest.mark.parametrize("projector", sorted(PROJECTOR_SPECS))
+def test_visual_tokens_are_what_the_processor_makes(saved, projector):
+    from vllm_i2v.models import VideoLLMProcessor
+
+    processor = VideoLLMProcessor.from_pretrained(saved[projector])
+    for frames in (1, 2, 5, 8):
+        planned = estimate(saved[projector], Setup(frames=frames, batch=1, text_tokens=16)).tokens
+        batch = processor([[{"role": "user", "content": "<video>\nWhat?"}]], [[random_frames(frames)]])
+        slots = int(np.isin(batch["input_ids"][0], [processor.config.video_token_id]).sum())
+        assert planned["per video"] == slots, (projector, frames)
+    assert planned["per frame"] == processor.config.num_visual_tokens(1)
+
+
+def test_nothing_is_read_but_configs(saved, tmp_path):
+    """A checkpoint whose weights are zeroed out (headers kept, only they are checked) plans the same: no weight is
+    read."""
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(saved["stpool"], copy)
+    weights = copy / "model.safetensors"
+    header = weights.read_bytes()[: 8 + int.from_bytes(weights.read_bytes()[:8], "little")]
+    weights.write_bytes(header + b"\0" * (weights.stat().st_size - len(header)))  # same size, no values
+    result = estimate(copy, Setup(frames=4, batch=2))
+    assert result.parameters["LLM"]["total"] > 0 and result.training["total"] > 0
+
+
+def peak_of_training(config: Path) -> float:
+    """Peak resident memory (bytes) of a real `vllm-i2v train` process."""
+    wrapper = (
+        "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, "-m", "vllm_i2v.cli", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.strip().splitlines()[-1]) * 1024
+
+
+@pytest.mark.parametrize("llm, frames, batch", [("lora", 4, 2), ("full", 8, 4)])
+def test_predicted_memory_within_20_percent_of_a_real_run(saved, tmp_path, llm, frames, batch):
+    from vllm_i2v.video.writer import write_video
+
+    (tmp_path / "videos").mkdir()
+    rows = []
+    for i in range(8):
+        write_video(tmp_path / "videos" / f"{i}.mp4", random_frames(8, 32, 32, seed=i), fps=4)
+        rows.append(
+            {
+                "id": str(i),
+                "video": f"{i}.mp4",
+                "conversations": [
+                    {"from": "human", "value": "<video>\nWhat moves?"},
+                    {"from": "gpt", "value": "A square moves."},
+                ],
+            }
+        )
+    (tmp_path / "train.json").write_text(json.dumps(rows))
+    config = {
+        "model": str(saved["adapool"]),
+        "data": {"train": str(tmp_path / "train.json"), "video_root": str(tmp_path / "videos"), "num_frames": frames},
+        "trainable": {"projector": True, "llm": llm},
+        "training": {
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 3,
+            "per_device_train_batch_size": batch,
+            "save_strategy": "no",
+            "dataloader_num_workers": 0,
+        },
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    from vllm_i2v.plan import setup_from_training_config
+
+    source, setup = setup_from_training_config(tmp_path / "train.yaml")
+    predicted = estimate(source, setup).training["total"]
+    measured = peak_of_training(tmp_path / "train.yaml")
+    assert 0.8 <= predicted / measured <= 1.2, (predicted / 2**20, measured / 2**20)
+
+
+def test_plan_command_and_training_refused_when_it_cannot_fit(saved, tmp_path, capsys):
+    assert main(["plan", str(saved["adapool"]), "--frames", "8", "--batch", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"]["per video"] == 8 and result["fits"]["training"] is True
+    assert result["largest"]["frames"] >= 8 and result["largest"]["batch"] >= 2
+    assert main(["plan", str(saved["adapool"]), "--device-memory", "1MiB"]) == 0
+    out = capsys.readouterr().out
+    assert "fits in 1.0 MiB: NO" in out
+    (tmp_path / "train.json").write_text("[]")
+    config = {
+        "model": str(saved["adapool"]),
+        "data": {"train": str(tmp_path / "train.json")},
+        "training": {"output_dir": str(tmp_path / "out")},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(config))
+    import vllm_i2v.plan as plan_module
+
+    real = plan_module.detected_memory
+    plan_module.detected_memory = lambda: (2**20, "a tiny device")
+    try:
+        assert main(["train", str(tmp_path / "t.yaml")]) == 2
+    finally:
+        plan_module.detected_memory = real
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: this run needs ~") and "a tiny device has 1.0 MiB" in err and "--force" in err
