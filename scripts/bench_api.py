@@ -26,7 +26,9 @@ from readme_table import replace_block
 
 
 def serve(path: Path, frames: int, new_tokens: int):
-    """The app (page + /v1) for checkpoint ``path`` on a free loopback port; returns (base URL, stop)."""
+    """The app (page + /v1) for checkpoint ``path`` on a free loopback port; returns (base URL, stop, forget): forget
+    empties the server's caches (visual tokens and KV), so that the next conversation starts cold, as a new one
+    does."""
     import socket
 
     import uvicorn
@@ -56,7 +58,11 @@ def serve(path: Path, frames: int, new_tokens: int):
         thread.join(timeout=10)
         demo.close()
 
-    return f"http://127.0.0.1:{port}/v1", stop
+    def forget():
+        demo.api.visuals.entries.clear()
+        demo.api.pool.entries.clear()
+
+    return f"http://127.0.0.1:{port}/v1", stop, forget
 
 
 def api_chat(client, video: Path, questions: list[str], new_tokens: int) -> list[dict]:
@@ -129,11 +135,11 @@ def main() -> None:
         theirs_path, ours_path = build_pair("demo", Path(tmp))
         clips = bench_clips(Path(tmp), 2)
         ours, theirs = Ours(ours_path, args.frames, args.new_tokens), Theirs(theirs_path, args.frames, args.new_tokens)
-        base, stop = serve(ours_path, args.frames, args.new_tokens)
+        base, stop, forget = serve(ours_path, args.frames, args.new_tokens)
         client = openai.OpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
         try:
             sides = {
-                "api": lambda: api_chat(client, SAMPLE, turns, args.new_tokens),
+                "api": lambda: forget() or api_chat(client, SAMPLE, turns, args.new_tokens),
                 "chat CLI": lambda: ours.chat(SAMPLE, turns),
                 "transformers": lambda: theirs.chat(SAMPLE, turns),
             }

@@ -297,7 +297,8 @@ def test_eval_end_to_end_with_a_judge_resume_shards_and_compare(
     run_cli("eval", *common, "--out", tmp_path / "bf16", "--bf16")
     run_cli("eval", "compare", tmp_path / "full", tmp_path / "sharded", tmp_path / "bf16", "--out", tmp_path / "cmp")
     table = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "Shared: task activitynet-qa" in table and (tmp_path / "cmp" / "compare.png").is_file()
+    assert "\n\nShared: task activitynet-qa" in table and (tmp_path / "cmp" / "compare.png").is_file()
+    assert "\\n" not in table  # real line breaks, so the markdown tables render
     differ = table.split("Settings that differ between the runs:")[1].split("Shared:")[0]
     assert "| run | bf16 |" in differ and f"| {tmp_path / 'bf16'} | True |" in differ  # --bf16 is not left out
     assert "exact-match by question type:" in table

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -63,3 +66,17 @@ def test_bundled_model_answers_about_the_sample_clip(capsys):
     assert count in {"1", "2", "3"} and direction in DIRECTIONS, answers
     color, _, shape = first.partition(" ")
     assert color in COLORS and shape in SHAPES, answers
+
+
+def test_json_output_parses_on_a_first_run_and_stderr_stays_quiet(tmp_path):
+    """stdout carries the JSON document only, even on a machine whose cache is empty (SmolLM2 converted from GGUF
+    first; DeepSpeed's accelerator warning on import); stderr holds only what helps the user."""
+    env = {**os.environ, "VLLM_I2V_CACHE": str(tmp_path / "empty-cache")}
+    sample = str(ROOT / "vllm_i2v/assets/sample.mp4")
+    command = [sys.executable, "-m", "vllm_i2v.cli", "chat", "--video", sample, "--question", "What moves?", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [turn["question"] for turn in json.loads(done.stdout)["turns"]] == ["What moves?"]
+    for noise in ("Setting accelerator", "pip install kernels", "Loading weights", "Traceback", "WARNING"):
+        assert noise not in done.stderr, done.stderr[-2000:]
+    assert (tmp_path / "empty-cache").is_dir()  # the conversion really ran into it

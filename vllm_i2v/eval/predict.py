@@ -86,15 +86,16 @@ def predict(
     model.eval()
     stats = {"predicted": 0, "skipped": len(rows) - len(todo), "missing": 0, "missing_videos": []}
 
-    def features_of(video: Path) -> torch.Tensor:
-        cached = cache.load(video) if cache else None
-        if cached is not None:
-            return cached
-        clip = read_video(video, sampler, timeout=decode_timeout)
-        features = model.vision_features(processor.frame_preprocessor(clip.frames))
-        if cache:
-            cache.save(video, features)
-        return features
+    def tower(clips: dict[Path, torch.Tensor]) -> dict[Path, torch.Tensor]:
+        """Features of the decoded ``clips`` (video -> frames), their frames through the tower in one call."""
+        if not clips:
+            return {}
+        pixels = torch.cat([processor.frame_preprocessor(frames) for frames in clips.values()])
+        features = model.vision_features(pixels).split([len(frames) for frames in clips.values()])
+        for video, clip_features in zip(clips, features):
+            if cache:
+                cache.save(video, clip_features)
+        return dict(zip(clips, features))
 
     def conversation(row: dict) -> list[dict]:
         return [{"role": "user", "content": f"{model.config.video_token}\n{prompt.format(**row)}"}]
@@ -103,22 +104,26 @@ def predict(
     todo.sort(key=lambda row: (str(row["video"]), len(row["question"])))
     with open(out_path, "a") as out, tqdm(total=len(todo), desc="answering", dynamic_ncols=True) as bar:
         for start in range(0, len(todo), batch_size):
-            batch, prompts, visual = [], [], []
-            encoded: dict[Path, tuple[int, torch.Tensor]] = {}  # this batch's videos: (frames, visual tokens)
+            batch, features, decoded = [], {}, {}  # this batch's rows with their videos; features; new clips
             for row in todo[start : start + batch_size]:
                 try:
                     video = resolve_inside(Path(video_root), row["video"], f"question {row['question_id']}")
-                    if video not in encoded:
-                        features = features_of(video)
-                        encoded[video] = (features.shape[0], model.project(features, [features.shape[0]])[0])
+                    if video not in features and video not in decoded:
+                        cached = cache.load(video) if cache else None
+                        if cached is not None:
+                            features[video] = cached
+                        else:
+                            decoded[video] = read_video(video, sampler, timeout=decode_timeout).frames
                 except VllmI2VError as exc:
                     stats["missing"] += 1
                     stats["missing_videos"].append(f"{row['video']}: {exc}")
                     continue
-                frames, tokens = encoded[video]
-                batch.append(row)
-                prompts.append(processor.expanded_ids(conversation(row), [frames])[0])
-                visual.append([tokens])
+                batch.append((row, video))
+            features.update(tower(decoded))
+            tokens = {video: model.project(f, [f.shape[0]])[0] for video, f in features.items()}
+            prompts = [processor.expanded_ids(conversation(row), [features[video].shape[0]])[0] for row, video in batch]
+            visual = [[tokens[video]] for _, video in batch]
+            batch = [row for row, _ in batch]
             if batch:
                 new_tokens = model.generate_shared_prefix(
                     prompts,

@@ -138,17 +138,17 @@ def compare(run_dirs: list[str], out=None) -> str:
     table = _table(["run", *columns], rows)
     differing = [k for k in COMPARED_SETTINGS if len({json.dumps(m.get(k)) for _, m in runs}) > 1]
     shared = [k for k in COMPARED_SETTINGS if k not in differing and runs[0][1].get(k) is not None]
-    table += "\\n\\nSettings that differ between the runs:\\n\\n" + (
+    table += "\n\nSettings that differ between the runs:\n\n" + (
         _table(["run", *differing], [[d] + [str(m.get(k)) for k in differing] for d, m in runs])
         if differing
         else "none"
     )
-    table += "\\n\\nShared: " + ", ".join(f"{k} {runs[0][1].get(k)}" for k in shared)
+    table += "\n\nShared: " + ", ".join(f"{k} {runs[0][1].get(k)}" for k in shared)
     for metric in columns:
         types = sorted({t for _, m in runs for t in _by_type_columns(m)[1].get(metric, {})})
         if types:
             cells = [[d] + [_by_type_columns(m)[1].get(metric, {}).get(t) for t in types] for d, m in runs]
-            table += f"\\n\\n{metric} by question type:\\n\\n" + _table(["run", *types], cells)
+            table += f"\n\n{metric} by question type:\n\n" + _table(["run", *types], cells)
     if out:
         write_text_atomic(Path(out) / "compare.md", table + "\n")
         percent = [c for c in columns if not c.endswith(": score")]

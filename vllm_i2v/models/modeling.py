@@ -267,7 +267,8 @@ class VideoLLM(PreTrainedModel):
         )
         if not same_visual:  # placeholder ids are alike whatever they stand for: share only what precedes them
             slots = self.visual_token_mask(torch.tensor(rows[0][:shared])).nonzero()
-            shared = int(slots[0]) if len(slots) else shared
+            # a text-only prefix (a system prompt) saves less than its own forward pass costs: share nothing
+            shared = 0 if len(slots) else shared
         embeds = [
             self.merge(torch.tensor([ids], device=self.device), visual) for ids, visual in zip(rows, visual_tokens)
         ]
