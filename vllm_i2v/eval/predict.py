@@ -91,11 +91,11 @@ def predict(
         if not clips:
             return {}
         pixels = torch.cat([processor.frame_preprocessor(frames) for frames in clips.values()])
-        features = model.vision_features(pixels).split([len(frames) for frames in clips.values()])
-        for video, clip_features in zip(clips, features):
-            if cache:
+        features = dict(zip(clips, model.vision_features(pixels).split([len(f) for f in clips.values()])))
+        if cache:
+            for video, clip_features in features.items():
                 cache.save(video, clip_features)
-        return dict(zip(clips, features))
+        return features
 
     def conversation(row: dict) -> list[dict]:
         return [{"role": "user", "content": f"{model.config.video_token}\n{prompt.format(**row)}"}]
@@ -104,7 +104,7 @@ def predict(
     todo.sort(key=lambda row: (str(row["video"]), len(row["question"])))
     with open(out_path, "a") as out, tqdm(total=len(todo), desc="answering", dynamic_ncols=True) as bar:
         for start in range(0, len(todo), batch_size):
-            batch, features, decoded = [], {}, {}  # this batch's rows with their videos; features; new clips
+            placed, features, decoded = [], {}, {}  # this batch's (row, video) pairs; features; new clips
             for row in todo[start : start + batch_size]:
                 try:
                     video = resolve_inside(Path(video_root), row["video"], f"question {row['question_id']}")
@@ -118,12 +118,15 @@ def predict(
                     stats["missing"] += 1
                     stats["missing_videos"].append(f"{row['video']}: {exc}")
                     continue
-                batch.append((row, video))
+                placed.append((row, video))
             features.update(tower(decoded))
-            tokens = {video: model.project(f, [f.shape[0]])[0] for video, f in features.items()}
-            prompts = [processor.expanded_ids(conversation(row), [features[video].shape[0]])[0] for row, video in batch]
-            visual = [[tokens[video]] for _, video in batch]
-            batch = [row for row, _ in batch]
+            counts = [f.shape[0] for f in features.values()]
+            tokens = dict(zip(features, model.project(torch.cat(list(features.values())), counts))) if features else {}
+            prompts = [
+                processor.expanded_ids(conversation(row), [features[video].shape[0]])[0] for row, video in placed
+            ]
+            visual = [[tokens[video]] for _, video in placed]
+            batch = [row for row, _ in placed]
             if batch:
                 new_tokens = model.generate_shared_prefix(
                     prompts,
