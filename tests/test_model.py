@@ -372,8 +372,7 @@ def test_multimodal_content_lists_are_placeholders(build):
     as_list = [
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What is happening in the video?"}]}
     ]
-    assert processor.render(as_list, True) == processor.render(
-        [{"role": "user", "content": "<video>\nWhat is happening in the video?"}], True  # parts joined by a newline
-    )
+    as_text = [{"role": "user", "content": "<video>\nWhat is happening in the video?"}]  # parts join with a newline
+    assert processor.render(as_list, True) == processor.render(as_text, True)
     with pytest.raises(PromptError, match="unknown message content part"):
         processor.render([{"role": "user", "content": [{"type": "audio"}]}], True)
