@@ -102,11 +102,10 @@ def config_from_spec(path) -> object:
     """A VideoLLMConfig for a build spec, from its parts' configs (folders, GGUF metadata, random_init): no weights."""
     from transformers import AutoConfig, AutoModel
 
-    from .models.builder import llm_config
-    from .models.configuration import VideoLLMConfig
+    from .models.builder import config_from_parts, llm_config
     from .models.preprocess import PreprocessSpec, preprocess_spec_from_processor
     from .models.spec import load_build_spec, resolve_package_path
-    from .models.vision import feature_geometry, vision_config_of
+    from .models.vision import vision_config_of
 
     spec = load_build_spec(path)
     vision = spec["vision"]
@@ -123,21 +122,7 @@ def config_from_spec(path) -> object:
     text_config = llm_config(spec["llm"])
     with torch.device("meta"):
         tower = AutoModel.from_config(vision_config)
-    grid, prefix = feature_geometry(tower, preprocess)
-    return VideoLLMConfig(
-        vision_config=vision_config.to_dict(),
-        text_config=text_config.to_dict(),
-        projector=spec["projector"],
-        vision_feature_layer=spec["vision_feature_layer"],
-        vision_feature_select=spec["vision_feature_select"],
-        vision_preprocess=preprocess.to_dict(),
-        vision_grid=list(grid),
-        vision_prefix_tokens=prefix,
-        vision_lora=spec["vision_lora"],
-        video_token_id=0,
-        image_token_id=1,
-        num_frames=spec["num_frames"],
-    )
+    return config_from_parts(spec, tower, text_config, preprocess, video_token_id=0, image_token_id=1)
 
 
 def setup_from_training_config(path, overrides: list[str] = ()) -> tuple[str, Setup]:
@@ -481,6 +466,18 @@ def check_training_fits(config, force: bool = False) -> str:
             "(--force runs it anyway)"
         )
     return summary
+
+
+def warn_if_too_large(path, frames: int | None = None) -> None:
+    """Before a checkpoint's weights load for inference: a warning on stderr when they and the KV cache for
+    ``frames`` (default: the model's) would not fit this machine's device."""
+    from .models.configuration import VideoLLMConfig
+    from .models.validity import check_checkpoint
+
+    check_checkpoint(path)
+    warning = inference_warning(path, frames or VideoLLMConfig.from_pretrained(path).num_frames)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def inference_warning(source, frames: int, text_tokens: int = 512) -> str | None:

@@ -44,20 +44,10 @@ def load_chat_model(model=None, vision=None, llm=None, projector: str | None = N
         raise ConfigError(
             f"the bundled model is missing from {path} (scripts/build_demo_model.sh rebuilds it); pass --model DIR"
         )
+    from ..plan import warn_if_too_large
+
     warn_if_too_large(path)
     return load_model(path), VideoLLMProcessor.from_pretrained(path)
-
-
-def warn_if_too_large(path, frames: int | None = None) -> None:
-    """Before the weights load: a warning when the model and its KV cache would not fit this machine's device."""
-    from ..models.configuration import VideoLLMConfig
-    from ..models.validity import check_checkpoint
-    from ..plan import inference_warning
-
-    check_checkpoint(path)
-    warning = inference_warning(path, frames or VideoLLMConfig.from_pretrained(path).num_frames)
-    if warning:
-        print(warning, file=sys.stderr)
 
 
 def run_chat(

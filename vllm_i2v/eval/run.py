@@ -86,9 +86,9 @@ def predict_task(
             "visual_tokens": None,
         }
     else:
-        from ..chat.cli import warn_if_too_large
         from ..models import VideoLLMProcessor
         from ..models.checkpoint import load_model
+        from ..plan import warn_if_too_large
 
         warn_if_too_large(model_path, frames)
         model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)

@@ -116,6 +116,28 @@ def vision_part(spec, dtype=None, trust_remote_code: bool = False):
     return load_pretrained_vision(spec, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
+def config_from_parts(
+    spec: dict, tower, text_config, preprocess: PreprocessSpec, video_token_id: int, image_token_id: int
+) -> VideoLLMConfig:
+    """The VideoLLMConfig of a checked build spec from its parts: the vision tower (real, or on the meta device),
+    the LLM's config, the frame preprocessing and the placeholder ids."""
+    grid, prefix_tokens = feature_geometry(tower, preprocess)
+    return VideoLLMConfig(
+        vision_config=tower.config.to_dict(),
+        text_config=text_config.to_dict(),
+        projector=spec["projector"],
+        vision_feature_layer=spec["vision_feature_layer"],
+        vision_feature_select=spec["vision_feature_select"],
+        vision_preprocess=preprocess.to_dict(),
+        vision_grid=list(grid),
+        vision_prefix_tokens=prefix_tokens,
+        vision_lora=spec["vision_lora"],
+        video_token_id=video_token_id,
+        image_token_id=image_token_id,
+        num_frames=spec["num_frames"],
+    )
+
+
 def build_video_llm(spec: dict) -> tuple[VideoLLM, VideoLLMProcessor]:
     """Build an untrained-projector VideoLLM and its processor from a build spec (see :class:`BuildSpec`)."""
     spec = check_build_spec(spec)
@@ -127,21 +149,7 @@ def build_video_llm(spec: dict) -> tuple[VideoLLM, VideoLLMProcessor]:
         tokenizer = AutoTokenizer.from_pretrained(resolve_package_path(spec["tokenizer"]), trust_remote_code=remote)
     video_id, image_id = prepare_tokenizer(tokenizer)
 
-    grid, prefix_tokens = feature_geometry(vision_model, preprocess)
-    config = VideoLLMConfig(
-        vision_config=vision_model.config.to_dict(),
-        text_config=llm.config.to_dict(),
-        projector=spec["projector"],
-        vision_feature_layer=spec["vision_feature_layer"],
-        vision_feature_select=spec["vision_feature_select"],
-        vision_preprocess=preprocess.to_dict(),
-        vision_grid=list(grid),
-        vision_prefix_tokens=prefix_tokens,
-        vision_lora=spec["vision_lora"],
-        video_token_id=video_id,
-        image_token_id=image_id,
-        num_frames=spec["num_frames"],
-    )
+    config = config_from_parts(spec, vision_model, llm.config, preprocess, video_id, image_id)
     model = VideoLLM(config, vision_model=vision_model, language_model=llm).to(dtype).eval()
     return model, VideoLLMProcessor(tokenizer, config)
 
