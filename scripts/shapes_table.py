@@ -2,8 +2,9 @@
 (with --breakdown) where the first model fails, by the number of objects in the clip.
 
 Each cell comes from a `vllm-i2v eval shapes*` run (exact match, greedy, one question at a time), kept under
-OUT/NAME/TASK (resumable: a finished run is read, not redone); the table is written to OUT/table.md and, with
---readme, between the README's shapes-table markers.
+OUT/NAME/TASK (resumable: a finished run is read, not redone); `vllm-i2v eval compare` puts each split's runs side
+by side in OUT/compare-SPLIT (compare.md: every setting in which they differ; compare.png). The table is written
+to OUT/table.md and, with --readme, between the README's shapes-table markers (or those --block names).
 
     python scripts/shapes_table.py --model 'bundled=vllm_i2v/bundled/shapes-smollm2=the bundled model' \\
         --model 'mlp=outputs/shapes-mlp/video/final=frozen tower + mlp' --breakdown --readme README.md
@@ -89,13 +90,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with bf16 units)")
     parser.add_argument("--breakdown", action="store_true", help="also: the first model's test answers by objects")
-    parser.add_argument("--readme", help="rewrite the shapes-table (and shapes-breakdown) blocks of this file")
+    parser.add_argument("--readme", help="rewrite the table's block (and shapes-breakdown) in this file")
+    parser.add_argument("--block", default="shapes-table", help="the README block the table goes in")
     args = parser.parse_args()
     results, labels = {}, {}
     for item in args.model:
         name, checkpoint, *label = item.split("=", 2)
         labels[name] = label[0] if label else name
         results[name] = {split: run(name, checkpoint, split, args) for split in args.splits}
+    for split in args.splits:
+        runs = [str(Path(args.out) / name / TASKS[split]) for name in results]
+        if vllm_i2v(["eval", "compare", *runs, "--out", str(Path(args.out) / f"compare-{split}")]) != 0:
+            raise SystemExit(f"comparing the runs on {split} failed")
     table = accuracy_table(results, labels)
     print(table)
     write_text_atomic(Path(args.out) / "table.md", table + "\n")
@@ -105,7 +111,7 @@ def main() -> None:
         print(errors)
         write_text_atomic(Path(args.out) / "breakdown.md", errors + "\n")
     if args.readme:
-        replace_block(args.readme, "shapes-table", table)
+        replace_block(args.readme, args.block, table)
         if args.breakdown:
             replace_block(args.readme, "shapes-breakdown", errors)
 

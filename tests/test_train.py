@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from vllm_i2v.errors import ConfigError
 from vllm_i2v.models import VideoLLMProcessor
 from vllm_i2v.models.checkpoint import export_parts, load_model, merge_checkpoint
 from vllm_i2v.train.config import load_train_config, training_arguments
+from vllm_i2v.train.feature_cache import tower_fingerprint
 from vllm_i2v.train.run import make_trainer, run_training
 from vllm_i2v.train.trainer import TrainabilityError
 from vllm_i2v.video.writer import write_video
@@ -462,3 +464,14 @@ def test_overrides_read_exponent_floats_as_numbers():
         "name": "1e",
         "n": 3,
     }
+
+
+def test_feature_cache_key_ignores_where_the_tower_was_loaded_from(tmp_path, build, parts):
+
+    moved = shutil.copytree(parts["clip"], tmp_path / "elsewhere")
+    here, there = build("stpool")[0], build("stpool", vision=str(moved))[0]
+    assert here.config.vision_config._name_or_path != there.config.vision_config._name_or_path
+    assert tower_fingerprint(here) == tower_fingerprint(there)
+    with torch.no_grad():
+        next(there.vision_tower.parameters()).add_(1.0)  # other weights: another key
+    assert tower_fingerprint(here) != tower_fingerprint(there)

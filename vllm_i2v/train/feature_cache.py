@@ -26,11 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 def tower_fingerprint(model) -> str:
-    """A digest of what determines the tower's features: config, layer, CLS handling, preprocessing, weights."""
+    """A digest of what determines the tower's features: config, layer, CLS handling, preprocessing, weights
+    (not where the tower was loaded from: the same tower under another path shares its cache)."""
     digest = hashlib.sha256()
     config = model.config
+    vision = {key: value for key, value in config.vision_config.to_dict().items() if key != "_name_or_path"}
     described = {
-        "vision": config.vision_config.to_dict(),
+        "vision": vision,
         "layer": config.vision_feature_layer,
         "select": config.vision_feature_select,
         "preprocess": config.vision_preprocess,
