@@ -48,6 +48,21 @@ MATRIX = {
 }
 
 
+def text_tokens(model: Path, data: Path, frames: int) -> int:
+    """The text tokens beside the video in the bench data's training sequence (chat template and its system prompt,
+    question, answer), as the model's processor makes it."""
+    import numpy as np
+
+    from vllm_i2v.data import load_samples
+    from vllm_i2v.models import VideoLLMConfig, VideoLLMProcessor
+
+    processor, config = VideoLLMProcessor.from_pretrained(model), VideoLLMConfig.from_pretrained(model)
+    sample = load_samples(data / "train.json")[0]
+    frames_array = np.zeros((frames, 224, 224, 3), dtype=np.uint8)
+    ids = processor([sample.messages], [[frames_array]], add_generation_prompt=False)["input_ids"]
+    return ids.shape[1] - config.num_visual_tokens(frames)
+
+
 def run_config(setup: Setup, model: Path, data: Path, work: Path, name: str, steps: int) -> dict:
     """The training config of ``setup``, run for ``steps`` steps; its measured peak."""
     variant = {"trainable": {"projector": setup.projector, "llm": "lora" if setup.llm == "qlora" else setup.llm}}
@@ -83,7 +98,7 @@ def main() -> None:
         for name, (model, setup) in MATRIX.items():
             if args.only and name not in args.only:
                 continue
-            text = 12 + 16  # the bench data's question and answer, tokenized, with the template around them
+            text = text_tokens(models[model], data, setup.frames)
             predicted = plan(models[model], dataclasses.replace(setup, text_tokens=text), search=False)
             measured = run_config(setup, models[model], data, Path(tmp), name, args.steps)
             rows.append(

@@ -141,3 +141,14 @@ def test_plan_command_and_training_refused_when_it_cannot_fit(saved, tmp_path, c
         plan_module.detected_memory = real
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: this run needs ~") and "a tiny device has 1.0 MiB" in err and "--force" in err
+
+
+def test_activations_grow_with_the_batch_and_leave_out_the_weights(saved):
+    """What autograd keeps for the backward pass scales with the batch; the weights it keeps to pass gradients back
+    through a frozen layer are the weights' own memory, counted once, under weights (float32: no autocast copies)."""
+    one, four = (
+        estimate(saved["stpool"], Setup(frames=4, batch=batch, llm="frozen", text_tokens=16, dtype="fp32")).training
+        for batch in (1, 4)
+    )
+    assert one["activations: projector + LLM"] > 0
+    assert four["activations: projector + LLM"] == pytest.approx(4 * one["activations: projector + LLM"], rel=0.05)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import bitsandbytes as bnb
 import numpy as np
 import pytest
 import torch
@@ -454,6 +455,10 @@ def test_parts_bundle_loads_like_its_checkpoint(tmp_path, saved_model, parts, da
         )
         == 0
     )
+    qlora_dir = tmp_path / "qlora"
+    qlora_dir.mkdir()
+    qlora = make_trainer(load_train_config(write_config(qlora_dir, bundle, dataset, quantization="nf4")))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in qlora.model.language_model.modules())  # QLoRA from a bundle
 
 
 def test_overrides_read_exponent_floats_as_numbers():

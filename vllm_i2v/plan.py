@@ -254,14 +254,17 @@ class MetaTraining(TorchFunctionMode):
 
 def saved_activation_bytes(model, config, setup: Setup) -> dict[str, int]:
     """Bytes autograd keeps for the backward pass of one training step, per part (vision tower, projector + LLM):
-    one forward pass of the meta model at the real shapes, every saved tensor counted once."""
+    one forward pass of the meta model at the real shapes, every saved tensor counted once (weights autograd keeps
+    to pass gradients back through a layer are counted with the weights, not here)."""
     seen: dict[int, int] = {}
 
     def pack(tensor):
-        seen.setdefault(id(tensor), tensor.numel() * tensor.element_size())
+        if id(tensor if tensor._base is None else tensor._base) not in weights:
+            seen.setdefault(id(tensor), tensor.numel() * tensor.element_size())
         return tensor
 
     prepare_for_plan(model, setup)
+    weights = {id(p) for p in model.parameters()}
     frames = setup.frames * setup.batch
     visual = config.num_visual_tokens(setup.frames)
     length = visual + setup.text_tokens

@@ -36,8 +36,9 @@ from .vision import feature_geometry, load_pretrained_vision
 logger = logging.getLogger(__name__)
 
 
-def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file.
+def load_llm(source: str, dtype=None, trust_remote_code: bool = False, quantization_config=None):
+    """Load a causal LM and its tokenizer from a directory, hub id, or ``.gguf`` file (quantized by
+    ``quantization_config``, a transformers ``BitsAndBytesConfig``, when given).
 
     A GGUF file is converted once (dequantized to float) into a plain safetensors checkpoint in the cache
     (:func:`~vllm_i2v.cache.cache_dir`), which every later load reads: seconds faster, and trainable.
@@ -46,6 +47,8 @@ def load_llm(source: str, dtype=None, trust_remote_code: bool = False):
     if str(source).endswith(".gguf"):
         source = str(converted_gguf(Path(source)))
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model, info = AutoModelForCausalLM.from_pretrained(
         source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs

@@ -77,7 +77,7 @@ def load_model(path, **kwargs) -> VideoLLM:
         return VideoLLM.from_pretrained(path, **kwargs)  # (which sends trainable-only folders back here)
     index = json.loads((Path(path) / TRAINABLE_INDEX).read_text())
     if "base_parts" in index:
-        model = _load_parts(Path(path), index["base_parts"])
+        model = _load_parts(Path(path), index["base_parts"], kwargs.get("quantization_config"))
     else:
         model = load_model(index["base_checkpoint"], **kwargs)
     attach_adapters(model, VideoLLMConfig.from_pretrained(path))
@@ -144,13 +144,14 @@ def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> P
     return out_dir
 
 
-def _load_parts(path: Path, parts: dict) -> VideoLLM:
-    """The base model of a parts bundle: its tower folder and the LLM it names, under the bundle's config."""
+def _load_parts(path: Path, parts: dict, quantization_config=None) -> VideoLLM:
+    """The base model of a parts bundle: its tower folder and the LLM it names (quantized by
+    ``quantization_config`` for QLoRA), under the bundle's config."""
     from .builder import load_llm
     from .vision import load_pretrained_vision
 
     config = VideoLLMConfig.from_pretrained(path)
     config.llm_lora = config.vision_lora = None  # attached afterwards, from the bundle's own config
     vision, _ = load_pretrained_vision(str(path / parts["vision"]), dtype=torch.float32)
-    llm, _ = load_llm(parts["llm"], dtype=torch.float32)
+    llm, _ = load_llm(parts["llm"], dtype=torch.float32, quantization_config=quantization_config)
     return VideoLLM(config, vision_model=vision, language_model=llm).eval()

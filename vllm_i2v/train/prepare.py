@@ -122,10 +122,21 @@ def prepare_model(config: TrainConfig, args):
     set_trainable(model, config)
     if config.quantization:
         keep_4bit_weights_trainable(model)
+        own_unquantized_weights(model)
         model._hf_peft_config_loaded = (
             True  # LoRA is attached: what transformers checks before training a quantized model
         )
     return model, processor, base
+
+
+def own_unquantized_weights(model: torch.nn.Module) -> None:
+    """Copy the weights bitsandbytes left unquantized (tower, projector, embeddings, norms, head) out of the
+    checkpoint file they still view, so that the file's mapping, all of it read while quantizing, is let go: the
+    bundled model under QLoRA holds 0.97 GiB resident after loading without this, 0.68 GiB with it."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if type(param) is torch.nn.Parameter:  # not a bitsandbytes Params4bit / Int8Params
+                param.data = param.data.clone()
 
 
 def parameter_report(model, config: TrainConfig) -> str:
