@@ -18,10 +18,13 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from bench_train import make_dataset, run
 from readme_table import replace_block
 
 from vllm_i2v.bundled import DEFAULT_MODEL
+from vllm_i2v.data import load_samples
+from vllm_i2v.models import VideoLLMConfig, VideoLLMProcessor
 from vllm_i2v.plan import Setup, gib, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +54,6 @@ MATRIX = {
 def text_tokens(model: Path, data: Path, frames: int) -> int:
     """The text tokens beside the video in the bench data's training sequence (chat template and its system prompt,
     question, answer), as the model's processor makes it."""
-    import numpy as np
-
-    from vllm_i2v.data import load_samples
-    from vllm_i2v.models import VideoLLMConfig, VideoLLMProcessor
-
     processor, config = VideoLLMProcessor.from_pretrained(model), VideoLLMConfig.from_pretrained(model)
     sample = load_samples(data / "train.json")[0]
     frames_array = np.zeros((frames, 224, 224, 3), dtype=np.uint8)

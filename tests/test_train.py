@@ -472,7 +472,7 @@ def test_overrides_read_exponent_floats_as_numbers():
 
 
 def test_feature_cache_key_ignores_where_the_tower_was_loaded_from(tmp_path, build, parts):
-
+    """The same tower under another folder reads the same cached features; other weights do not."""
     moved = shutil.copytree(parts["clip"], tmp_path / "elsewhere")
     here, there = build("stpool")[0], build("stpool", vision=str(moved))[0]
     assert here.config.vision_config._name_or_path != there.config.vision_config._name_or_path

@@ -256,6 +256,8 @@ def saved_activation_bytes(model, config, setup: Setup) -> dict[str, int]:
     """Bytes autograd keeps for the backward pass of one training step, per part (vision tower, projector + LLM):
     one forward pass of the meta model at the real shapes, every saved tensor counted once (weights autograd keeps
     to pass gradients back through a layer are counted with the weights, not here)."""
+    prepare_for_plan(model, setup)
+    weights = {id(p) for p in model.parameters()}  # with the adapters the set-up adds
     seen: dict[int, int] = {}
 
     def pack(tensor):
@@ -263,8 +265,6 @@ def saved_activation_bytes(model, config, setup: Setup) -> dict[str, int]:
             seen.setdefault(id(tensor), tensor.numel() * tensor.element_size())
         return tensor
 
-    prepare_for_plan(model, setup)
-    weights = {id(p) for p in model.parameters()}
     frames = setup.frames * setup.batch
     visual = config.num_visual_tokens(setup.frames)
     length = visual + setup.text_tokens
