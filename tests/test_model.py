@@ -125,6 +125,30 @@ def test_greedy_generation_with_and_without_kv_cache(build):
     torch.testing.assert_close(cached, uncached, atol=0, rtol=0)
 
 
+def test_grouped_query_attention_reads_shared_heads_in_place_with_the_same_result(build):
+    """The LLM (2 key/value heads for 4 query heads) runs on models/attention.py's sdpa_gqa: a left-padded batch's
+    logits and gradients equal transformers' sdpa, which copies the shared heads."""
+    model, processor = build("stpool")
+    llm = model.language_model
+    assert llm.config._attn_implementation == "sdpa_gqa" and llm.config.num_key_value_heads < 4
+    batch = processor([ask("What?"), ask("Which way does it move, and how many are there?")], [[random_frames(2)]] * 2)
+    assert (batch["attention_mask"] == 0).any()  # a mask: the path that differs
+
+    def run(implementation):
+        llm.set_attn_implementation(implementation)
+        model.zero_grad()
+        logits = model(**batch).logits
+        logits.float().pow(2).mean().backward()
+        return logits.detach(), llm.model.layers[0].self_attn.k_proj.weight.grad.clone()
+
+    try:
+        (ours, our_grad), (theirs, their_grad) = run("sdpa_gqa"), run("sdpa")
+    finally:
+        llm.set_attn_implementation("sdpa_gqa")
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(our_grad, their_grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("projector", ["stpool", "qformer"])
 def test_batched_generation_matches_single(build, projector):
     model, processor = build(projector)

@@ -18,6 +18,7 @@ from transformers import initialization as init
 
 from ..atomic import respect_umask
 from ..errors import PromptError
+from .attention import takes_boolean_mask, use_grouped_query_sdpa
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
 from .lora import add_lora
@@ -56,6 +57,7 @@ class VideoLLM(PreTrainedModel):
             geometry=(tuple(config.vision_grid), config.vision_prefix_tokens),
         )
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        use_grouped_query_sdpa(self.language_model)
         if config.llm_lora:
             add_lora(self.language_model, config.llm_lora)
         self.projector = build_projector(
@@ -220,7 +222,7 @@ class VideoLLM(PreTrainedModel):
         allowed = causal & (key != -1) & ((key == 0) | (key == query))
         allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)  # padding rows attend to themselves
         allowed = allowed[:, None]
-        if self.language_model.config._attn_implementation == "sdpa":
+        if takes_boolean_mask(self.language_model):
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min
