@@ -4,8 +4,9 @@ chat CLI's session and transformers' way (the whole conversation and video throu
 An API client resends the whole conversation each turn; the server finds the video's visual tokens by its content
 hash and continues the KV cache of the longest shared prefix, so turns 2-5 should cost about what the chat CLI's do.
 The model is ``bench_peer.py``'s pair (one LLaVA-NeXT-Video architecture saved by transformers and converted; the
-``demo`` size: SmolLM2-135M behind a 4-layer tower, 16 frames), served by the real app on a loopback port and
-called with the real ``openai`` client (streaming; the first content chunk is the first token). Every side answers
+``demo`` size: SmolLM2-135M behind a 4-layer tower, 16 frames), served by ``vllm-i2v serve`` in its own process on a
+loopback port (a fresh server each run, warmed up on another clip) and called with the real ``openai`` client
+(streaming; the first content chunk is the first token). Every side answers
 greedily with a fixed length, and the answers are checked equal. Also: two clients at once on different clips.
 
     python scripts/bench_api.py --readme README.md      # medians of 3 runs
@@ -15,54 +16,53 @@ from __future__ import annotations
 
 import argparse
 import base64
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench_peer import QUESTIONS, SAMPLE, Ours, Theirs, bench_clips, build_pair
 from readme_table import replace_block
 
 
-def serve(path: Path, frames: int, new_tokens: int):
-    """The app (page + /v1) for checkpoint ``path`` on a free loopback port; returns (base URL, stop, forget): forget
-    empties the server's caches (visual tokens and KV), so that the next conversation starts cold, as a new one
-    does."""
-    import socket
+@contextmanager
+def server(path: Path, frames: int, new_tokens: int, warm_up: Path):
+    """``vllm-i2v serve`` for checkpoint ``path`` in its own process, as a deployment runs it, on a free loopback
+    port; yields its base URL once it has answered one request about ``warm_up`` (another clip: the process's
+    one-time costs are paid, and nothing of the measured conversation is cached). Stopped on exit."""
+    import openai
 
-    import uvicorn
-
-    from vllm_i2v.models import VideoLLMProcessor, load_model
-    from vllm_i2v.web.server import DemoServer
-
-    demo = DemoServer(
-        load_model(path).eval(),
-        VideoLLMProcessor.from_pretrained(path),
-        samples={},
-        num_frames=frames,
-        max_new_tokens=new_tokens,
-        api={"served_name": "bench"},
-    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(demo.app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=10)
-        demo.close()
-
-    def forget():
-        demo.api.visuals.entries.clear()
-        demo.api.pool.entries.clear()
-
-    return f"http://127.0.0.1:{port}/v1", stop, forget
+    command = [sys.executable, "-m", "vllm_i2v.cli", "serve", "--model", str(path), "--port", str(port)]
+    command += ["--frames", str(frames), "--max-new-tokens", str(new_tokens), "--served-model-name", "bench"]
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise SystemExit(f"vllm-i2v serve exited with {process.returncode}: {log.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
+        api_chat(client, warm_up, QUESTIONS[:1], new_tokens)
+        yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
 
 
 def api_chat(client, video: Path, questions: list[str], new_tokens: int) -> list[dict]:
@@ -122,8 +122,6 @@ def concurrent_answers(client, clips: list[Path]) -> dict[str, str]:
 
 
 def main() -> None:
-    import openai
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=16)
@@ -133,26 +131,27 @@ def main() -> None:
     turns = QUESTIONS[:5]
     with tempfile.TemporaryDirectory() as tmp:
         theirs_path, ours_path = build_pair("demo", Path(tmp))
-        clips = bench_clips(Path(tmp), 2)
+        clips = bench_clips(Path(tmp), 3)
         ours, theirs = Ours(ours_path, args.frames, args.new_tokens), Theirs(theirs_path, args.frames, args.new_tokens)
-        base, stop, forget = serve(ours_path, args.frames, args.new_tokens)
-        client = openai.OpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
-        try:
-            sides = {
-                "api": lambda: forget() or api_chat(client, SAMPLE, turns, args.new_tokens),
-                "chat CLI": lambda: ours.chat(SAMPLE, turns),
-                "transformers": lambda: theirs.chat(SAMPLE, turns),
-            }
-            for run in sides.values():  # warm-up
-                run()
-            runs = {name: [] for name in sides}
-            for _ in range(args.repeats):
-                for name, run in sides.items():
-                    runs[name].append(run())
-            together = concurrent_answers(client, clips)
-            alone = {clip.name: concurrent_answers(client, [clip])[clip.name] for clip in clips}
-        finally:
-            stop()
+
+        def through_api():  # a fresh server each run: the video and the conversation start cold
+            with server(ours_path, args.frames, args.new_tokens, warm_up=clips[2]) as client:
+                return api_chat(client, SAMPLE, turns, args.new_tokens)
+
+        sides = {
+            "api": through_api,
+            "chat CLI": lambda: ours.chat(SAMPLE, turns),
+            "transformers": lambda: theirs.chat(SAMPLE, turns),
+        }
+        for run in sides.values():  # warm-up
+            run()
+        runs = {name: [] for name in sides}
+        for _ in range(args.repeats):
+            for name, run in sides.items():
+                runs[name].append(run())
+        with server(ours_path, args.frames, args.new_tokens, warm_up=clips[2]) as client:
+            together = concurrent_answers(client, clips[:2])
+            alone = {clip.name: concurrent_answers(client, [clip])[clip.name] for clip in clips[:2]}
     later = {name: statistics.median(t["first_token"] for r in rs for t in r[1:]) for name, rs in runs.items()}
     first = {name: statistics.median(r[0]["first_token"] for r in rs) for name, rs in runs.items()}
     answers = {name: [t["answer"] for t in rs[0]] for name, rs in runs.items()}
@@ -169,8 +168,8 @@ def main() -> None:
         "",
         f"Same answers on every side: {'yes' if same else 'NO'}. Two clients at once on different clips: "
         f"{'the same answers as each alone' if together == alone else 'DIFFERENT answers than alone'} "
-        f"({len(clips)} clips). Medians of {args.repeats} runs, {args.frames} frames, {args.new_tokens} new tokens a "
-        "turn.",
+        f"({len(together)} clips). Medians of {args.repeats} runs, {args.frames} frames, {args.new_tokens} new "
+        "tokens a turn.",
     ]
     table = "\n".join(lines)
     print(table)

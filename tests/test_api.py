@@ -232,8 +232,12 @@ def test_bad_requests_get_openais_error_json_and_leave_nothing(server, media):
     assert not list(demo.root.glob("api-*"))  # every decoded upload is gone
 
 
-def test_concurrent_clients_on_different_videos_get_their_own_answers(client, media):
-    results = {}
+def test_concurrent_clients_on_different_videos_get_their_own_answers(server, client, media):
+    results, callers = {}, set()
+    hooks = [  # ... all answered on the server's one model thread (web/model_thread.py)
+        part.register_forward_pre_hook(lambda *_: callers.add(threading.current_thread().name))
+        for part in (server[0].model.projector, server[0].model.language_model)
+    ]
 
     def ask(name: str, clip: str):
         reply = client.chat.completions.create(
@@ -259,9 +263,12 @@ def test_concurrent_clients_on_different_videos_get_their_own_answers(client, me
         thread.start()
     for thread in threads:
         thread.join()
+    for hook in hooks:
+        hook.remove()
     assert results == {
         f"{clip}-{i}": truth for i in range(3) for clip, truth in (("sample.mp4", "3"), ("one.mp4", "1"))
     }
+    assert len(callers) == 1 and next(iter(callers)).startswith("vllm-i2v-model")
 
 
 def test_stop_strings_and_length(client, media):

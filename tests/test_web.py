@@ -109,15 +109,36 @@ def test_tabs_have_their_own_conversations_and_one_answer_at_a_time(server):
         assert time.time() < deadline
         time.sleep(0.005)
     ask("b2", "tab-bbbbbbbb", "How many objects are there?")  # same tab: refused
+    busy_frames = call(f"{base}/api/tab-bbbbbbbb/frames", {"frames": 4})  # ... and so is changing its frames
     ask("c", "tab-cccccccc", "How many objects are there?")  # another tab: waits its turn
     first.join()
     assert results["b2"][0] == 409 and "still streaming" in results["b2"][1]["error"]
+    assert busy_frames[0] == 409 and "still streaming" in busy_frames[1]["error"]
     assert results["c"][0] == 200 and "".join(x.get("text", "") for x in results["c"][1]).strip() == "3"
     assert results["b1"][0] == 200 and results["b1"][1][-1]["done"] is True
     assert len([line for line in results["b1"][1] if "text" in line]) > 1  # streamed in pieces
     b, c = (call(f"{base}/api/{tab}/transcript")[1]["messages"] for tab in ("tab-bbbbbbbb", "tab-cccccccc"))
     assert [m["role"] for m in b] == ["user", "assistant"] and "Describe" in b[0]["content"]
     assert [m["role"] for m in c] == ["user", "assistant"] and c[1]["content"] == "3"
+
+
+def test_all_model_work_runs_on_one_thread(server):
+    """Each thread that calls PyTorch gets its own OpenMP team; several outnumber the cores and slow every kernel
+    (web/model_thread.py): encoding, answering and changing frames all run on the server's one model thread."""
+    demo, base = server
+    callers = set()
+    hooks = [
+        part.register_forward_pre_hook(lambda *_: callers.add(threading.current_thread().name))
+        for part in (demo.model.projector, demo.model.language_model)
+    ]
+    try:
+        assert call(f"{base}/api/tab-dddddddd/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
+        assert call(f"{base}/api/tab-dddddddd/ask", {"question": "How many objects are there?"})[0] == 200
+        assert call(f"{base}/api/tab-dddddddd/frames", {"frames": 4})[0] == 200
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(callers) == 1 and next(iter(callers)).startswith("vllm-i2v-model")
 
 
 def test_clips_a_browser_cannot_play_are_transcoded_for_the_page_and_frames_change(server, tmp_path):

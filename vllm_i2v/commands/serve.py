@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from .common import add_chat_model_args, add_command
@@ -64,7 +65,6 @@ def run(args) -> int:
 
     api_key = args.api_key or os.environ.get("VLLM_I2V_API_KEY") or None
     check_exposure(args.host, api_key)  # before the model loads, so it shows even when loading fails
-    model, processor = load_chat_model(args.model, args.vision, args.llm, args.projector)
     api = {
         "served_name": args.served_model_name or Path(args.model or args.llm or DEFAULT_MODEL).name,
         "api_key": api_key,
@@ -74,8 +74,7 @@ def run(args) -> int:
     }
     storage = int(args.storage_limit_mb * 2**20) if args.storage_limit_mb else None
     return serve(
-        model,
-        processor,
+        partial(load_chat_model, args.model, args.vision, args.llm, args.projector),
         args.host,
         args.port,
         int(args.upload_limit_mb * 2**20),

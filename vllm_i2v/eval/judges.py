@@ -213,7 +213,11 @@ class Judge:
         }
 
     def judge(self, items: list[dict]):
-        """Yield judgments of :meth:`inputs` as they finish, ``concurrency`` requests at a time."""
+        """Yield judgments of :meth:`inputs` as they finish, ``concurrency`` requests at a time (one: in this thread,
+        so that a local judge's kernels run on the thread that loaded it; see :mod:`vllm_i2v.web.model_thread`)."""
+        if self.concurrency == 1:
+            yield from map(self.judge_one, items)
+            return
         with ThreadPoolExecutor(self.concurrency) as pool:
             for future in as_completed([pool.submit(self.judge_one, item) for item in items]):
                 yield future.result()

@@ -24,8 +24,7 @@ def check_exposure(host: str, api_key: str | None) -> None:
 
 
 def serve(
-    model,
-    processor,
+    load,
     host: str = "127.0.0.1",
     port: int = 7860,
     upload_limit: int = 200 * 2**20,
@@ -34,13 +33,21 @@ def serve(
     max_new_tokens: int = 256,
     api: dict | None = None,
 ) -> int:
-    """Serve the page and the ``/v1`` API (``api``: :class:`~vllm_i2v.web.api.OpenAIAPI`'s settings) for ``model``
-    until interrupted (SIGINT or SIGTERM: open connections get a few seconds)."""
+    """Serve the page and the ``/v1`` API (``api``: :class:`~vllm_i2v.web.api.OpenAIAPI`'s settings) for the model
+    ``load()`` returns as ``(model, processor)`` until interrupted (SIGINT or SIGTERM: open connections get a few
+    seconds). The model is loaded on the thread that will run it (see :mod:`vllm_i2v.web.model_thread`)."""
     import uvicorn
 
     from ..bundled import SAMPLE_VIDEO
+    from .model_thread import ModelThread
     from .server import DemoServer
 
+    model_thread = ModelThread()
+    try:
+        model, processor = model_thread.call(load)
+    except BaseException:
+        model_thread.close()
+        raise
     server = DemoServer(
         model,
         processor,
@@ -50,6 +57,7 @@ def serve(
         max_new_tokens=max_new_tokens,
         storage_limit=storage_limit,
         api=api,
+        model_thread=model_thread,
     )
     served = f" · OpenAI-compatible API at http://{host}:{port}/v1 (model {api['served_name']!r})" if api else ""
     print(f"vllm-i2v demo on http://{host}:{port}/{served} (Ctrl-C stops it)", flush=True)

@@ -85,7 +85,8 @@ class MediaPart:
 
 
 class OpenAIAPI:
-    """The ``/v1`` routes over a :class:`~vllm_i2v.web.server.DemoServer`'s model (its lock, limits and folder)."""
+    """The ``/v1`` routes over a :class:`~vllm_i2v.web.server.DemoServer`'s model (its model thread, limits and
+    folder)."""
 
     def __init__(
         self,
@@ -313,44 +314,43 @@ class OpenAIAPI:
     async def _run(self, messages, media, params, on_text=None, cancel=None):
         self.waiting += 1
         try:
-            return await asyncio.to_thread(self._answer, messages, media, params, on_text, cancel)
+            return await self.demo.model_thread.run(self._answer, messages, media, params, on_text, cancel)
         finally:
             self.waiting -= 1
 
     def _answer(self, messages, media, params, on_text=None, cancel=None):
-        """(reply, usage) of one request, under the model lock: visual tokens (cached), prompt, reused KV cache."""
+        """(reply, usage) of one request, on the model thread: visual tokens (cached), prompt, reused KV cache."""
         demo, processor = self.demo, self.demo.processor
-        with demo.model_lock:
-            visual, keys, counts = [], [], []
-            for part in media:
-                key = f"{part.digest()}:{1 if part.kind == 'image' else params['frames']}"
-                tokens, frames = self.visuals.get(key) or self._encode(part, key, params)
-                visual.append(tokens)
-                keys.append(key)
-                counts.append(frames)
-            try:
-                ids, _ = processor.expanded_ids(messages, counts, True)
-            except (BudgetError, PromptError) as exc:
-                raise APIError(400, str(exc), param="messages") from None
-            key = prompt_key(ids, demo.model.visual_placeholder_ids, keys, [len(t) for t in visual])
-            cached_key, cache = self.pool.take(key)
-            if params["seed"] is not None:
-                torch.manual_seed(params["seed"])
-            reply, cached_key = continue_conversation(
-                demo.model,
-                processor,
-                ids,
-                visual,
-                cache,
-                cached_key,
-                key,
-                params["max_new_tokens"],
-                params["generation"],
-                on_text,
-                cancel,
-                params["stop"],
-            )
-            self.pool.put(cached_key, cache)  # only after a whole answer: a failed one drops its cache
+        visual, keys, counts = [], [], []
+        for part in media:
+            key = f"{part.digest()}:{1 if part.kind == 'image' else params['frames']}"
+            tokens, frames = self.visuals.get(key) or self._encode(part, key, params)
+            visual.append(tokens)
+            keys.append(key)
+            counts.append(frames)
+        try:
+            ids, _ = processor.expanded_ids(messages, counts, True)
+        except (BudgetError, PromptError) as exc:
+            raise APIError(400, str(exc), param="messages") from None
+        key = prompt_key(ids, demo.model.visual_placeholder_ids, keys, [len(t) for t in visual])
+        cached_key, cache = self.pool.take(key)
+        if params["seed"] is not None:
+            torch.manual_seed(params["seed"])
+        reply, cached_key = continue_conversation(
+            demo.model,
+            processor,
+            ids,
+            visual,
+            cache,
+            cached_key,
+            key,
+            params["max_new_tokens"],
+            params["generation"],
+            on_text,
+            cancel,
+            params["stop"],
+        )
+        self.pool.put(cached_key, cache)  # only after a whole answer: a failed one drops its cache
         usage = {
             "prompt_tokens": len(ids),
             "completion_tokens": len(reply.new_ids),

@@ -3,8 +3,9 @@
 A plain Starlette app, not gradio: a few MB of dependencies instead of hundreds, a server up in a fraction of a
 second, and the page's element ids and the answer stream are ours (gradio's markup changes between majors,
 which breaks browser tests). One model in memory serves every tab; each tab (an id the page keeps in
-``sessionStorage``) has its own conversation. The model answers one question at a time: a question from
-another tab waits for it; a second question from the same tab while its answer streams is refused.
+``sessionStorage``) has its own conversation. The model answers one question at a time, all its work on one
+thread (:mod:`~vllm_i2v.web.model_thread`): a question from another tab waits for it; a second question, a new
+video or a new frame count from the same tab while its answer streams is refused (409).
 
 Endpoints (``TAB`` = the tab's id): ``GET /`` the page; ``GET /api/info``; ``POST /api/TAB/upload`` (the file
 as the body, at most ``upload_limit`` bytes, checked by content); ``POST /api/TAB/sample`` ``{"name"}``;
@@ -35,6 +36,7 @@ from starlette.routing import Route
 from ..chat import ChatSession
 from ..errors import VllmI2VError
 from .api import OpenAIAPI
+from .model_thread import ModelThread
 
 PAGE = Path(__file__).with_name("page.html")
 TAB_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
@@ -67,19 +69,21 @@ class DemoServer:
         max_new_tokens: int = 256,
         storage_limit: int | None = None,
         api: dict | None = None,
+        model_thread: ModelThread | None = None,
     ):
         self.model, self.processor = model, processor
+        self.model_thread = model_thread or ModelThread()  # every tower and LLM call, one at a time
         self.samples = samples
         self.upload_limit = upload_limit
         self.storage_limit = storage_limit or 4 * upload_limit  # all tabs' files together
         self.num_frames = num_frames or model.config.num_frames
         self.max_new_tokens = max_new_tokens
-        self.model_lock = threading.Lock()  # one tower or LLM call at a time on the shared model
         self.tabs: OrderedDict[str, Tab] = OrderedDict()
         self.root = Path(tempfile.mkdtemp(prefix="vllm_i2v_serve_"))
         self.api = OpenAIAPI(self, **api) if api is not None else None  # the /v1 routes: OpenAIAPI's settings
 
     def close(self) -> None:
+        self.model_thread.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def tab(self, tab_id: str) -> Tab:
@@ -116,14 +120,23 @@ class DemoServer:
         return self.storage_limit - self.stored_bytes(exclude)
 
     def set_video(self, tab: Tab, path: Path, name: str) -> dict:
-        """Decode and encode ``path`` (shown as ``name``) for ``tab``; a bad file raises the CLI's one-line error."""
-        with tab.busy, self.model_lock:
-            tab.session.set_video(path, label=name)
+        """Decode and encode ``path`` (shown as ``name``) for ``tab`` (on the model thread, ``tab.busy`` held by
+        the caller); a bad file raises the CLI's one-line error."""
+        tab.session.set_video(path, label=name)
         try:
             tab.display = display_copy(path, tab.folder)
         except Exception:  # noqa: BLE001 - the model read it; only the page's player goes without
             tab.display = None
         return {"video": name, "frames": tab.session.frame_count}
+
+    async def while_idle(self, tab: Tab, fn, *args):
+        """``fn(*args)`` on the model thread while ``tab`` is not answering (else the page is told to wait)."""
+        if not tab.busy.acquire(blocking=False):
+            raise TabBusy(BUSY)
+        try:
+            return await self.model_thread.run(fn, *args)
+        finally:
+            tab.busy.release()
 
     # --- routes -----------------------------------------------------------------------------------------------
 
@@ -181,9 +194,11 @@ class DemoServer:
                 {"error": f"the server's upload space ({megabytes(self.storage_limit)}) is full; try again later"}, 507
             )
         try:
-            result = await asyncio.to_thread(self.set_video, tab, target, name)
+            result = await self.while_idle(tab, self.set_video, tab, target, name)
         except VllmI2VError as exc:  # name the file as the user knows it, not its place on the server
             target.unlink(missing_ok=True)
+            if isinstance(exc, TabBusy):
+                raise
             raise VllmI2VError(str(exc).replace(str(target), name)) from None
         if tab.upload is not None and tab.upload != target:  # the tab's earlier clip is no longer in use
             tab.upload.unlink(missing_ok=True)
@@ -195,7 +210,7 @@ class DemoServer:
         name = await json_field(request, "name", str)
         if name not in self.samples:
             raise VllmI2VError(f"no sample clip named {name!r}; samples: {', '.join(self.samples)}")
-        return JSONResponse(await asyncio.to_thread(self.set_video, tab, self.samples[name], name))
+        return JSONResponse(await self.while_idle(tab, self.set_video, tab, self.samples[name], name))
 
     async def video(self, request: Request) -> Response:
         tab = self.tab(request.path_params["tab"])
@@ -217,8 +232,7 @@ class DemoServer:
 
         def answer():
             try:
-                with self.model_lock:
-                    _, times = tab.session.ask(question, on_text=lambda piece: send({"text": piece}))
+                _, times = tab.session.ask(question, on_text=lambda piece: send({"text": piece}))
                 last = {"done": True, "seconds": round(times.generate, 2), "stopped": tab.session.cancel.is_set()}
             except VllmI2VError as exc:
                 last = {"error": f"error: {exc}"}
@@ -227,7 +241,7 @@ class DemoServer:
             tab.busy.release()  # before the last line: a client that reads it may ask again at once
             send(last)
 
-        threading.Thread(target=answer, daemon=True).start()
+        self.model_thread.submit(answer)
 
         async def lines():
             finished = False
@@ -257,12 +271,7 @@ class DemoServer:
         frames = await json_field(request, "frames", int)
         if not 1 <= frames <= 256:
             raise VllmI2VError(f"frames must be a whole number from 1 to 256, got {frames!r}")
-
-        def apply():
-            with tab.busy, self.model_lock:
-                tab.session.set_frames(frames)
-
-        await asyncio.to_thread(apply)
+        await self.while_idle(tab, tab.session.set_frames, frames)
         return JSONResponse({"frames": tab.session.num_frames})
 
     async def transcript(self, request: Request) -> Response:  # names the video as the user knows it
@@ -274,6 +283,10 @@ class DemoServer:
 
 class BadRequest(VllmI2VError):
     """A request body the API cannot use (answered 400 with a JSON message)."""
+
+
+class TabBusy(VllmI2VError):
+    """The tab is answering; what it was asked to do must wait (answered 409)."""
 
 
 async def json_field(request: Request, key: str, kind: type):
@@ -296,7 +309,9 @@ def megabytes(size: int) -> str:
 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:
-    """Bad input: the same one line the CLI prints."""
+    """Bad input: the same one line the CLI prints (a busy tab: 409, as when it is asked again)."""
+    if isinstance(exc, TabBusy):
+        return JSONResponse({"error": str(exc)}, 409)
     return JSONResponse({"error": f"error: {exc}"}, 400)
 
 
