@@ -152,3 +152,33 @@ def test_activations_grow_with_the_batch_and_leave_out_the_weights(saved):
     )
     assert one["activations: projector + LLM"] > 0
     assert four["activations: projector + LLM"] == pytest.approx(4 * one["activations: projector + LLM"], rel=0.05)
+
+
+def test_zero3_counts_the_parameters_deepspeed_keeps_gathered(saved, tmp_path):
+    """Under ZeRO-3 each device holds its share of the weights plus what DeepSpeed keeps gathered: with the shipped
+    config (stage3_max_live_parameters and _reuse_distance 1e9) a small model is whole on every device during a
+    step, so 2 devices hold 1.5 models' weights; a config that releases parameters at once holds about a share."""
+    from vllm_i2v.plan import setup_from_training_config
+
+    (tmp_path / "train.json").write_text("[]")
+    ds = json.loads((ROOT / "configs" / "deepspeed" / "zero3.json").read_text())
+    releasing = {**ds, "zero_optimization": {**ds["zero_optimization"], "stage3_max_reuse_distance": 0}}
+    (tmp_path / "releasing.json").write_text(json.dumps(releasing))
+    weights = {}
+    for name, deepspeed in (("shipped", ROOT / "configs" / "deepspeed" / "zero3.json"), ("releasing", None)):
+        config = {
+            "model": str(saved["stpool"]),
+            "data": {"train": str(tmp_path / "train.json")},
+            "training": {
+                "output_dir": str(tmp_path / "out"),
+                "deepspeed": str(deepspeed or tmp_path / "releasing.json"),
+            },
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        source, setup = setup_from_training_config(tmp_path / f"{name}.yaml")
+        setup.gpus, setup.dtype = 2, "fp32"
+        result = estimate(source, setup)
+        weights[name] = result.training["weights"]
+        total = sum(p["total"] for p in result.parameters.values())
+    assert weights["shipped"] == pytest.approx(1.5 * 4 * total, rel=0.02)
+    assert weights["releasing"] < 0.7 * 4 * total

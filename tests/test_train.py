@@ -319,6 +319,13 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
     losses = logged_losses(tmp_path / "out")
     assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
     load_model(tmp_path / "out" / "final")  # the trainable-only checkpoint loads on one process
+    # it holds what DeepSpeed's own checkpoint holds (our save copies only those weights, gathered under ZeRO-3)
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+
+    ours = load_file(tmp_path / "out" / "checkpoint-4" / "trainable.safetensors")
+    theirs = get_fp32_state_dict_from_zero_checkpoint(str(tmp_path / "out" / "checkpoint-4"))
+    assert ours and all(torch.equal(tensor.float(), theirs[name].float()) for name, tensor in ours.items())
 
 
 @pytest.mark.parametrize(

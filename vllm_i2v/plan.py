@@ -45,6 +45,7 @@ class Setup:
     gpus: int = 1
     zero: int = 0  # 0: no DeepSpeed; 2 or 3: DeepSpeed ZeRO stage
     offload: bool = False  # optimizer states (and, ZeRO-3, parameters) in CPU memory
+    zero3_live: int = 10**9  # ZeRO-3: parameters kept gathered at once (stage3_max_live_parameters, _reuse_distance)
     llm: str = "lora"  # frozen | lora | qlora | full
     lora_r: int = 16
     vision: str = "frozen"  # frozen | lora | full
@@ -135,12 +136,16 @@ def setup_from_training_config(path, overrides: list[str] = ()) -> tuple[str, Se
 def setup_of(config) -> tuple[str, Setup]:
     """(model or build spec, set-up) of a loaded :class:`~vllm_i2v.train.config.TrainConfig`."""
     training = config.training
-    zero, offload, gpus = 0, False, 1
+    zero, offload, gpus, zero3_live = 0, False, 1, Setup.zero3_live
     if training.get("deepspeed"):
         deepspeed = training["deepspeed"]
         ds = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text())
         zero = int(ds.get("zero_optimization", {}).get("stage", 0))
         offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu"
+        zero3_live = min(
+            _count(ds.get("zero_optimization", {}).get(key), 10**9)
+            for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance")
+        )
         gpus = int(os.environ.get("WORLD_SIZE", 1))
     setup = Setup(
         frames=config.data.num_frames,
@@ -148,6 +153,7 @@ def setup_of(config) -> tuple[str, Setup]:
         gpus=gpus,
         zero=zero,
         offload=offload,
+        zero3_live=zero3_live,
         llm="qlora" if config.quantization else config.trainable.llm,
         lora_r=int(config.lora.get("r", 16)),
         vision=config.trainable.vision,
@@ -338,8 +344,12 @@ def model_state_bytes(parameters: dict, setup: Setup, largest_layer: int) -> dic
         _, trainable_states, _ = estimate_zero3_model_states_mem_needs(
             trainable, largest_layer, setup.gpus, 1, setup.offload, setup.offload, True, 1.0
         )
-        weights = frozen_weights / setup.gpus + 4 * largest_layer  # partitioned, one layer gathered at a time
-        trainable_states -= 4 * largest_layer  # counted in weights
+        # partitioned; from the second step on, DeepSpeed keeps every parameter it will use again within
+        # stage3_max_reuse_distance gathered, up to stage3_max_live_parameters (both 1e9 in configs/deepspeed):
+        # a model under 1e9 parameters is then whole on every device through the forward and backward passes
+        live = max(min(total, setup.zero3_live), largest_layer)
+        weights = frozen_weights / setup.gpus + half * live
+        trainable_states -= 4 * largest_layer  # the estimator's one gathered layer: counted in weights
     return {
         "weights": int(weights),
         "gradients and optimizer": int(max(trainable_states - half * trainable * (setup.zero == 2), 0)),
@@ -446,6 +456,11 @@ def largest_that_fits(source, setup: Setup, budget: int) -> dict:
             best = value
         found[knob] = best
     return found
+
+
+def _count(value, default: int) -> int:
+    """A DeepSpeed config's parameter count (``1e9``, ``"auto"``: the default)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def _largest_layer(model) -> int:

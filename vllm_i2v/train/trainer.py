@@ -48,6 +48,19 @@ class VideoTrainer(Trainer):
                     optimizer.add_param_group({**group, "params": params, "lr": lr})
         return optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """transformers' ``save_model``, except under DeepSpeed: there it first copies (ZeRO-2) or gathers (ZeRO-3)
+        the whole model's state dict on every rank, frozen weights included, although only the trainable weights
+        are written — a full copy of the model in host memory per rank at every save. Here only those are copied
+        (gathered from every rank under ZeRO-3)."""
+        if not self.is_deepspeed_enabled:
+            return super().save_model(output_dir, _internal_call)
+        model = self.accelerator.unwrap_model(self.model)
+        params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+        with gathered(list(params.values())):  # every rank together
+            state = {name: param.detach().to("cpu", copy=True) for name, param in params.items()}
+        self._save(output_dir or self.args.output_dir, state_dict=state)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
             return
