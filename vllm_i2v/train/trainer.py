@@ -91,7 +91,9 @@ class TrainabilityCheck(TrainerCallback):
     Catches LoRA that trains nothing, a projector left frozen, a vision tower that trains by accident. A LoRA
     ``A`` matrix may stay still on the first step (its gradient is zero while ``B`` is zero), so it counts as
     reached when its ``B`` changed. Frozen weights are checked through a sample of them (at most
-    ``frozen_sample`` tensors) to keep the check cheap on large models.
+    ``frozen_sample`` tensors) to keep the check cheap on large models. Tensors are compared by
+    :func:`fingerprint`, not kept: copies of every trainable tensor (the whole LLM, when it trains in full) and of
+    the sample would cost host memory of the order of the model's.
     """
 
     def __init__(self, model: torch.nn.Module, expected: set[str], frozen_sample: int = 64):
@@ -99,14 +101,14 @@ class TrainabilityCheck(TrainerCallback):
         self.expected = set(expected)
         frozen = [n for n, p in model.named_parameters() if n not in self.expected and p.dtype.is_floating_point]
         self.frozen_names = frozen[:: max(1, len(frozen) // frozen_sample)]
-        self.before: dict[str, torch.Tensor] = {}
+        self.before: dict[str, tuple[float, float]] = {}
         self.report = ""
 
-    def _snapshot(self) -> dict[str, torch.Tensor]:
+    def _snapshot(self) -> dict[str, tuple[float, float]]:
         params = dict(self.model.named_parameters())
         names = sorted(self.expected) + self.frozen_names
         with gathered([params[n] for n in names]):
-            return {n: params[n].detach().float().cpu().clone() for n in names}
+            return {n: fingerprint(params[n]) for n in names}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
@@ -116,14 +118,14 @@ class TrainabilityCheck(TrainerCallback):
         if not self.before:
             return
         after = self._snapshot()
-        changed = {n for n in after if not torch.equal(after[n], self.before[n])}
+        changed = {n for n in after if after[n] != self.before[n]}
         warmup = args.get_warmup_steps(state.max_steps) if state.max_steps > 0 else 0
         if not changed & self.expected and state.global_step <= warmup:
             return  # a warm-up that starts at learning rate 0 moves nothing yet: look again after the next step
         still = []
         for name in sorted(self.expected - changed):
             partner = name.replace("lora_A", "lora_B")
-            if "lora_A" in name and partner in changed and not self.before[partner].any():
+            if "lora_A" in name and partner in changed and self.before[partner][1] == 0:  # B was all zeros
                 continue
             still.append(name)
         moved_frozen = sorted(set(self.frozen_names) & changed)
@@ -142,6 +144,13 @@ class TrainabilityCheck(TrainerCallback):
             if moved_frozen:
                 problems.append(f"frozen tensors changed (e.g. {', '.join(moved_frozen[:3])})")
             raise TrainabilityError("trainability check failed: " + "; ".join(problems))
+
+
+def fingerprint(tensor: torch.Tensor) -> tuple[float, float]:
+    """(sum, L2 norm) of ``tensor`` in float64: an optimizer step moves both (a changed tensor keeping both is
+    vanishingly unlikely); the norm is 0 only for an all-zero tensor."""
+    values = tensor.detach()
+    return values.sum(dtype=torch.float64).item(), torch.linalg.vector_norm(values, dtype=torch.float64).item()
 
 
 class MetricsProgressCallback(ProgressCallback):
