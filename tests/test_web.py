@@ -132,9 +132,9 @@ def test_all_model_work_runs_on_one_thread(server):
         for part in (demo.model.projector, demo.model.language_model)
     ]
     try:
-        assert call(f"{base}/api/tab-dddddddd/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
-        assert call(f"{base}/api/tab-dddddddd/ask", {"question": "How many objects are there?"})[0] == 200
-        assert call(f"{base}/api/tab-dddddddd/frames", {"frames": 4})[0] == 200
+        assert call(f"{base}/api/tab-threaded/sample", {"name": SAMPLE_VIDEO.name})[0] == 200
+        assert call(f"{base}/api/tab-threaded/ask", {"question": "How many objects are there?"})[0] == 200
+        assert call(f"{base}/api/tab-threaded/frames", {"frames": 4})[0] == 200
     finally:
         for hook in hooks:
             hook.remove()
