@@ -140,10 +140,11 @@ def setup_of(config) -> tuple[str, Setup]:
     if training.get("deepspeed"):
         deepspeed = training["deepspeed"]
         ds = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text())
-        zero = int(ds.get("zero_optimization", {}).get("stage", 0))
-        offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu"
+        optimization = ds.get("zero_optimization", {})
+        zero = int(optimization.get("stage", 0))
+        offload = optimization.get("offload_optimizer", {}).get("device") == "cpu"
         zero3_live = min(
-            _count(ds.get("zero_optimization", {}).get(key), 10**9)
+            _count(optimization.get(key), Setup.zero3_live)
             for key in ("stage3_max_live_parameters", "stage3_max_reuse_distance")
         )
         gpus = int(os.environ.get("WORLD_SIZE", 1))
