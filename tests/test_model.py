@@ -16,6 +16,7 @@ from transformers import AutoModel, CLIPImageProcessor, CLIPVisionModel, TextIte
 from vllm_i2v.errors import BudgetError, CheckpointError, ConfigError, PromptError
 from vllm_i2v.models import IGNORE_INDEX, VideoLLM, VideoLLMProcessor, build_video_llm
 from vllm_i2v.models.preprocess import FramePreprocessor, preprocess_spec_from_processor
+from vllm_i2v.models.vision import tower_inputs
 
 ASK = [{"role": "user", "content": "<video>\nWhat is happening in the video?"}]
 
@@ -362,7 +363,10 @@ def test_other_vision_towers(kind, parts, tmp_path):
     )
     assert model.config.vision_grid == [4, 4] and model.config.vision_prefix_tokens == expected_prefix
     batch = proc([ASK], [[random_frames(3)]])
-    assert model.vision_features(batch["pixel_values"]).shape == (3, 16, 32)  # prefix dropped
+    features = model.vision_features(batch["pixel_values"])
+    assert features.shape == (3, 16, 32)  # prefix dropped
+    hidden = tower.eval()(**tower_inputs(tower, batch["pixel_values"]), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(features, hidden[-2][:, expected_prefix:])  # the penultimate layer, as LLaVA reads
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
 
 

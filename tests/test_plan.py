@@ -182,3 +182,17 @@ def test_zero3_counts_the_parameters_deepspeed_keeps_gathered(saved, tmp_path):
         total = sum(p["total"] for p in result.parameters.values())
     assert weights["shipped"] == pytest.approx(1.5 * 4 * total, rel=0.02)
     assert weights["releasing"] < 0.7 * 4 * total
+
+
+def test_a_frozen_tower_needs_working_memory_for_its_frames(saved):
+    """A frozen tower keeps nothing for the backward pass, yet its forward holds its layers' intermediates for all
+    the frames at once; read from the feature cache, it does not run: only the features count."""
+    vision = {
+        (frames, cache): estimate(
+            saved["stpool"],
+            Setup(frames=frames, batch=1, llm="frozen", text_tokens=16, dtype="fp32", feature_cache=cache),
+        ).training["activations: vision tower"]
+        for frames, cache in ((8, False), (32, False), (32, True))
+    }
+    assert vision[(32, False)] > 2 * vision[(8, False)] > 0
+    assert 0 < vision[(32, True)] < vision[(32, False)] / 4

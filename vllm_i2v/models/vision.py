@@ -147,15 +147,20 @@ class VisionTower(nn.Module):
 
     def _used_blocks(self) -> tuple[str, int]:
         """Name of the tower's list of transformer blocks, and how many of them the feature layer uses."""
-        num_layers = self.model.config.num_hidden_layers
-        blocks = next(
-            (n for n, m in self.model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers), None
-        )
+        blocks = self._block_list()
         if blocks is None:
             raise ConfigError(
-                f"cannot find the {num_layers} transformer blocks of {type(self.model).__name__} for LoRA"
+                f"cannot find the {self.model.config.num_hidden_layers} transformer blocks of "
+                f"{type(self.model).__name__} for LoRA"
             )
-        return blocks, self.feature_layer % (num_layers + 1)  # hidden_states[k] is the output of the first k blocks
+        return blocks, self.feature_layer % (self.model.config.num_hidden_layers + 1)  # see _feature_layer_output
+
+    def _block_list(self) -> str | None:
+        """Name of the tower's list of transformer blocks (None when it has no such list)."""
+        num_layers = self.model.config.num_hidden_layers
+        return next(
+            (n for n, m in self.model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers), None
+        )
 
     def unfreeze(self) -> None:
         """Make trainable exactly the weights the selected features depend on.
@@ -172,6 +177,25 @@ class VisionTower(nn.Module):
             param.requires_grad_(param.grad is not None)
             param.grad = None
 
+    def _feature_layer_output(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The feature layer's hidden state (``hidden_states[k]``: the output of the first k blocks), caught as
+        its block returns it: transformers' ``output_hidden_states`` would keep every layer's, for all the frames,
+        until the tower returns."""
+        inputs = tower_inputs(self.model, pixel_values)
+        used = self.feature_layer % (self.model.config.num_hidden_layers + 1)
+        blocks = self._block_list()
+        if used == 0 or blocks is None:
+            return self.model(**inputs, output_hidden_states=True).hidden_states[self.feature_layer]
+        caught = []
+        hook = self.model.get_submodule(blocks)[used - 1].register_forward_hook(
+            lambda module, args, output: caught.append(output[0] if isinstance(output, tuple) else output)
+        )
+        try:
+            self.model(**inputs)
+        finally:
+            hook.remove()
+        return caught[0]
+
     @property
     def trainable(self) -> bool:
         return any(p.requires_grad for p in self.model.parameters())
@@ -180,8 +204,7 @@ class VisionTower(nn.Module):
         weight = next(self.model.parameters())
         pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
-            outputs = self.model(**tower_inputs(self.model, pixel_values), output_hidden_states=True)
-        features = outputs.hidden_states[self.feature_layer]
+            features = self._feature_layer_output(pixel_values)
         if self.feature_select == "patch":
             features = features[:, self.prefix_tokens :]
         return features
