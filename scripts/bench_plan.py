@@ -3,11 +3,14 @@ for real (`vllm-i2v train`, a few steps) on this machine.
 
 On a CPU the measurement is the peak resident memory of the largest process of the run (its ranks under DeepSpeed):
 everything the process holds — the Python runtime and libraries, the weights, gradients, optimizer states,
-activations, the data — so the plan's CPU prediction adds the runtime it measures in its own process (Python, torch,
-transformers, peft, DeepSpeed imported). What RSS cannot see: memory of a GPU. On a CUDA GPU
-(`--device cuda`), the measurement is `torch.cuda.max_memory_allocated()` of the training process.
+activations, the data, the freed memory malloc keeps — so the plan's CPU prediction adds the runtime it measures in
+its own process (Python, torch, transformers, peft, DeepSpeed imported) and malloc's kept heap. What RSS cannot see:
+memory of a GPU. With `--device cuda` the runs train on this machine's GPUs and the measurement is
+`torch.cuda.max_memory_allocated()` of the largest rank, as `vllm-i2v train` prints it; the table goes to the
+README's GPU block.
 
-    python scripts/bench_plan.py --readme README.md          # the matrix, ~20 min on 2 CPU cores
+    python scripts/bench_plan.py --readme README.md                 # the matrix, ~5 min on 2 CPU cores
+    python scripts/bench_plan.py --device cuda --readme README.md   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from bench_train import make_dataset, run
 from readme_table import replace_block
 
@@ -61,7 +65,7 @@ def text_tokens(model: Path, data: Path, frames: int) -> int:
     return ids.shape[1] - config.num_visual_tokens(frames)
 
 
-def run_config(setup: Setup, model: Path, data: Path, work: Path, name: str, steps: int) -> dict:
+def run_config(setup: Setup, model: Path, data: Path, work: Path, name: str, steps: int, cuda: bool) -> dict:
     """The training config of ``setup``, run for ``steps`` steps; its measured peak."""
     variant = {"trainable": {"projector": setup.projector, "llm": "lora" if setup.llm == "qlora" else setup.llm}}
     if setup.llm == "qlora":
@@ -70,7 +74,7 @@ def run_config(setup: Setup, model: Path, data: Path, work: Path, name: str, ste
         variant.update(ranks=setup.gpus, deepspeed=f"zero{setup.zero}")
     args = argparse.Namespace(model=str(model), frames=setup.frames, batch=setup.batch, steps=steps)
     extra = {"bf16": setup.dtype == "bf16", "activation_checkpointing": setup.grad_ckpt}
-    return run(name, variant, args, data, work, extra_training=extra)
+    return run(name, variant, args, data, work, extra_training=extra, cuda=cuda)
 
 
 def main() -> None:
@@ -83,9 +87,19 @@ def main() -> None:
         "configs/model/demo-random-clip-smollm2.yaml outputs/demo), built when missing",
     )
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: train on this machine's GPUs and measure torch.cuda.max_memory_allocated (the largest rank's); "
+        "rows needing more GPUs than it has are left out",
+    )
     parser.add_argument("--readme", help="rewrite the plan-bench block of this file")
     args = parser.parse_args()
     models = {"bundle": DEFAULT_MODEL, "demo": Path(args.demo)}
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here")
     if not (models["demo"] / "config.json").is_file():
         from vllm_i2v.models.builder import build_checkpoint
 
@@ -96,14 +110,17 @@ def main() -> None:
         for name, (model, setup) in MATRIX.items():
             if args.only and name not in args.only:
                 continue
+            if cuda and setup.gpus > torch.cuda.device_count():
+                print(f"{name}: left out, needs {setup.gpus} GPUs", flush=True)
+                continue
             text = text_tokens(models[model], data, setup.frames)
             predicted = plan(models[model], dataclasses.replace(setup, text_tokens=text), search=False)
-            measured = run_config(setup, models[model], data, Path(tmp), name, args.steps)
+            measured = run_config(setup, models[model], data, Path(tmp), name, args.steps, cuda)
             rows.append(
                 {
                     "name": name,
                     "predicted": predicted.training["total"],
-                    "measured": measured.get("peak_gib"),
+                    "measured": measured.get("gpu_peak_gib" if cuda else "peak_gib"),
                     "error": measured.get("error"),
                 }
             )
@@ -120,7 +137,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.readme:
-        replace_block(args.readme, "plan-bench", table)
+        replace_block(args.readme, "plan-bench-cuda" if cuda else "plan-bench", table)
 
 
 if __name__ == "__main__":

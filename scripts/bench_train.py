@@ -68,7 +68,11 @@ def make_dataset(root: Path, count: int = 16) -> Path:
     return root
 
 
-def run(name: str, variant: dict, args, data: Path, work: Path, extra_training: dict | None = None) -> dict:
+def run(
+    name: str, variant: dict, args, data: Path, work: Path, extra_training: dict | None = None, cuda: bool = False
+) -> dict:
+    """One real `vllm-i2v train` run of ``variant``; its throughput and peak memory (the largest resident set of its
+    processes; with ``cuda``, also the largest rank's peak GPU memory allocated, as the run prints it)."""
     out = work / re.sub(r"\W+", "-", name).strip("-")
     config = {
         "model": str(Path(args.model).resolve()),
@@ -100,7 +104,9 @@ def run(name: str, variant: dict, args, data: Path, work: Path, extra_training: 
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if variant.get("ranks"):
-        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", NUM_GPUS=str(variant["ranks"]), MASTER_PORT="29820")
+        env.update(OMP_NUM_THREADS="1", NUM_GPUS=str(variant["ranks"]), MASTER_PORT="29820")
+        if not cuda:
+            env["DS_ACCELERATOR"] = "cpu"
         command = [str(ROOT / "scripts" / "train.sh"), str(path)]
     else:
         command = [sys.executable, "-m", "vllm_i2v.cli", "train", str(path)]
@@ -113,12 +119,14 @@ def run(name: str, variant: dict, args, data: Path, work: Path, extra_training: 
         return {"name": name, "error": lines[-1][:160] if lines else f"exit code {result.returncode}"}
     metrics = _train_metrics(result.stdout + result.stderr)
     cache = re.search(r"feature cache .*?: (\{.*?\})", result.stdout)
+    gpu = re.findall(r"peak GPU memory \(rank \d+\): ([\d.]+) GiB allocated", result.stdout)
     return {
         "name": name,
         "samples_per_s": metrics.get("train_samples_per_second"),
         "train_s": metrics.get("train_runtime"),
         "wall_s": wall,
         "peak_gib": int(peak[-1]) / 2**20 if peak else None,
+        "gpu_peak_gib": max(map(float, gpu), default=None),
         "cache": cache.group(1) if cache else "",
     }
 

@@ -8,6 +8,7 @@ the feature cache), and the demo size timed in bf16 (printed; run with ``-s`` to
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_demo_size_timings_in_bf16():
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["decoding", "feature-cache"])
-def test_bf16_lora_training_learns_on_cuda(saved_model, tmp_path, cached):
+def test_bf16_lora_training_learns_on_cuda(saved_model, tmp_path, cached, capsys):
     from vllm_i2v.train.run import run_training
     from vllm_i2v.video.writer import write_video
 
@@ -158,6 +159,7 @@ def test_bf16_lora_training_learns_on_cuda(saved_model, tmp_path, cached):
         config["feature_cache"] = str(tmp_path / "cache")
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     run_training(tmp_path / "train.yaml")
+    assert re.search(r"peak GPU memory \(rank 0\): [\d.]+ GiB allocated", capsys.readouterr().out)
     history = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
     print(

@@ -8,8 +8,8 @@ transformers' Trainer does); DeepSpeed keeps 16-bit weights with float32 master 
 them (DeepSpeed's own estimators give the trainable part's states). Activations are not guessed from a formula:
 one training step of the meta model at the real shapes, forward and backward, counts the bytes of every tensor
 alive at each moment (a ``TorchDispatchMode``) and keeps the peak: what autograd saves for the backward pass and
-the working memory beside it (the frozen vision tower's hidden states of every layer, the widest intermediate,
-the gradients flowing back), with mixed precision emulated as autocast does it (matmul-like operations take 16-bit
+the working memory beside it (a frozen vision tower's intermediates for all the frames at once, the gradients
+flowing back), with mixed precision emulated as autocast does it (matmul-like operations take 16-bit
 copies of their inputs) and gradient checkpointing as transformers applies it. Inference needs the weights and
 the KV cache of the sequence.
 """
@@ -313,9 +313,9 @@ class LiveTensors(TorchDispatchMode):
 
 @dataclass
 class StepActivations:
-    """Activation bytes of one training step: the vision tower's peak while it runs (its working set: every layer's
-    hidden states, the widest layer's intermediates), what it keeps after (its features; when it trains, what
-    autograd saved), and the peak of the rest of the step, forward and backward, above that."""
+    """Activation bytes of one training step: the vision tower's peak while it runs (its working memory for all the
+    frames at once), what it keeps after (its features; when it trains, what autograd saved), and the peak of the
+    rest of the step, forward and backward, above that."""
 
     tower_peak: int
     tower_keeps: int

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -111,6 +112,12 @@ def run_training(config_path, overrides: list[str] = (), force: bool = False) ->
     if resume and args.process_index == 0:
         print(f"resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=resume)
+    if torch.cuda.is_available():  # what `vllm-i2v plan` predicts, as PyTorch's allocator saw it
+        print(
+            f"peak GPU memory (rank {args.process_index}): {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB "
+            f"allocated, {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved",
+            flush=True,
+        )
     final = output_dir / "final"
     trainer.save_model(str(final))
     if args.process_index == 0:
