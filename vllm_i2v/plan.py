@@ -368,7 +368,6 @@ def step_activations(model, config, setup: Setup) -> StepActivations:
         del logits
         if loss.requires_grad:
             loss.backward()
-        del loss, features
         return StepActivations(tower_peak, tower_keeps, live.peak - tower_keeps)
 
 

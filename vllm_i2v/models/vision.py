@@ -153,7 +153,12 @@ class VisionTower(nn.Module):
                 f"cannot find the {self.model.config.num_hidden_layers} transformer blocks of "
                 f"{type(self.model).__name__} for LoRA"
             )
-        return blocks, self.feature_layer % (self.model.config.num_hidden_layers + 1)  # see _feature_layer_output
+        return blocks, self._blocks_used
+
+    @property
+    def _blocks_used(self) -> int:
+        """How many transformer blocks the feature layer reads: ``hidden_states[k]`` is the output of the first k."""
+        return self.feature_layer % (self.model.config.num_hidden_layers + 1)
 
     def _block_list(self) -> str | None:
         """Name of the tower's list of transformer blocks (None when it has no such list)."""
@@ -178,11 +183,10 @@ class VisionTower(nn.Module):
             param.grad = None
 
     def _feature_layer_output(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The feature layer's hidden state (``hidden_states[k]``: the output of the first k blocks), caught as
-        its block returns it: transformers' ``output_hidden_states`` would keep every layer's, for all the frames,
-        until the tower returns."""
+        """The feature layer's hidden state, caught as its block returns it: transformers' ``output_hidden_states``
+        would keep every layer's, for all the frames, until the tower returns."""
         inputs = tower_inputs(self.model, pixel_values)
-        used = self.feature_layer % (self.model.config.num_hidden_layers + 1)
+        used = self._blocks_used
         blocks = self._block_list()
         if used == 0 or blocks is None:
             return self.model(**inputs, output_hidden_states=True).hidden_states[self.feature_layer]
