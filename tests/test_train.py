@@ -437,6 +437,8 @@ def test_parts_bundle_loads_like_its_checkpoint(tmp_path, saved_model, parts, da
     names = {p.name for p in bundle.iterdir()}
     assert {"tower", "config.json", "trainable.json", "trainable.safetensors", "tokenizer.json"} <= names
     assert "model.safetensors" not in names  # the LLM is named, not copied
+    config = json.loads((bundle / "config.json").read_text())
+    assert not config["vision_config"].get("_name_or_path") and not config["text_config"].get("_name_or_path")
     assert json.loads((bundle / "trainable.json").read_text())["base_parts"] == {
         "vision": "tower",
         "llm": str(parts["llm"]),

@@ -136,6 +136,8 @@ def export_parts(checkpoint, out_dir, llm_source: str, dtype=torch.float16) -> P
         save_file(
             {n: state[n].to(dtype).contiguous() for n in names}, str(tmp / TRAINABLE_WEIGHTS), metadata={"format": "pt"}
         )
+        for sub_config in (model.config.vision_config, model.config.text_config):
+            sub_config.name_or_path = ""  # where the parts were built from: a path on the build machine
         model.config.save_pretrained(tmp)
         VideoLLMProcessor.from_pretrained(checkpoint).save_pretrained(tmp)
         index = {"base_parts": {"vision": "tower", "llm": llm_source}, "weights": sorted(names)}
