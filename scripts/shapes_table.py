@@ -63,14 +63,21 @@ def kind_of(row: dict) -> str:
 
 
 def breakdown(predictions: Path, split: str, seed: int = 0) -> str:
-    """Accuracy per question kind and number of objects in the clip (each scene rebuilt from its seed)."""
+    """Accuracy per question kind and number of objects in the clip (each scene rebuilt from its seed), and how many
+    wrong attribute answers name another object of the clip (binding) rather than something absent (perception)."""
     hits, counts = Counter(), Counter()
+    wrong_attributes = bound_elsewhere = 0
     for line in predictions.read_text().splitlines():
         row = json.loads(line)
         index = int(Path(row["video"]).stem.rsplit("_", 1)[1])
-        key = (kind_of(row), len(scene_for(seed, index, split).objects))
+        objects = scene_for(seed, index, split).objects
+        key = (kind_of(row), len(objects))
         counts[key] += 1
-        hits[key] += exact_match(row["pred"], row["answer"])
+        right = exact_match(row["pred"], row["answer"])
+        hits[key] += right
+        if row["type"] == "attribute" and not right:
+            wrong_attributes += 1
+            bound_elsewhere += any(exact_match(row["pred"], a) for o in objects for a in (o.color, o.shape))
     lines = ["| question | 1 object | 2 objects | 3 objects |", "|---|---:|---:|---:|"]
     for kind in sorted({k for k, _ in counts}):
         cells = [
@@ -78,6 +85,8 @@ def breakdown(predictions: Path, split: str, seed: int = 0) -> str:
             for n in (1, 2, 3)
         ]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    binding = "name a colour or shape in the clip (binding, not perception)"
+    lines.append(f"\nWrong attribute answers that {binding}: {bound_elsewhere} of {wrong_attributes}.")
     return "\n".join(lines)
 
 
