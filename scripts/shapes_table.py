@@ -64,7 +64,7 @@ def kind_of(row: dict) -> str:
 
 def breakdown(predictions: Path, split: str, seed: int = 0) -> str:
     """Accuracy per question kind and number of objects in the clip (each scene rebuilt from its seed), and how many
-    wrong attribute answers name another object of the clip (binding) rather than something absent (perception)."""
+    wrong attribute answers name a colour or shape in the clip (binding) rather than one absent (perception)."""
     hits, counts = Counter(), Counter()
     wrong_attributes = bound_elsewhere = 0
     for line in predictions.read_text().splitlines():
