@@ -82,3 +82,40 @@ def test_json_output_parses_on_a_first_run_and_stderr_stays_quiet(tmp_path):
         for noise in ("Setting accelerator", "pip install kernels", "Traceback", "WARNING"):
             assert noise not in done.stderr, done.stderr[-2000:]
     assert later.returncode == 0 and later.stderr == ""  # once converted: nothing but the answer
+
+
+def test_shapes_captions_scores_the_bundle_and_writes_its_readme_block(tmp_path, monkeypatch):
+    """scripts/shapes_captions.py: one clip per number of objects, described by the bundled model, scored against
+    the clip's scene, the table written into the README block; and its scoring tells right from mis-bound."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from shapes_captions import score
+
+    from vllm_i2v.data.shapes import MOTION_WORDS, scene_for
+
+    assert main(["data", "shapes", str(tmp_path), "--split", "test", "--count", "12", "--seed", "0"]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- shapes-captions:start -->\n<!-- shapes-captions:end -->\nafter\n")
+    script = [sys.executable, str(ROOT / "scripts/shapes_captions.py"), "--data", str(tmp_path), "--per-count", "1"]
+    done = subprocess.run(script + ["--readme", str(readme)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    block = readme.read_text()
+    assert block.startswith("before\n") and block.endswith("after\n") and "Regenerate: `python scripts/" in block
+    assert [line.split(" | ")[:2] for line in block.splitlines() if line.startswith("| ") and line[2].isdigit()] == [
+        ["| 1", "1"],
+        ["| 2", "1"],
+        ["| 3", "1"],
+    ]
+    scene = next(s for s in (scene_for(0, i, "test") for i in range(50)) if len(s.objects) == 2)
+    reference = scene.caption()
+    assert score(scene.objects, reference, reference) == (True, True, True)
+    a, b = scene.objects
+    swapped = reference.replace(a.color, "@").replace(b.color, a.color).replace("@", b.color)
+    assert a.color != b.color and score(scene.objects, reference, swapped)[:2] == (False, False)
+    late = "appears later and " if a.enter > 0 else ""
+    action, other = (
+        ("stays still", "moves upwards")
+        if a.direction is None
+        else (f"moves {MOTION_WORDS[a.direction]}", "stays still")
+    )
+    wrong_motion = reference.replace(f"{a.name} {late}{action}", f"{a.name} {late}{other}")
+    assert score(scene.objects, reference, wrong_motion) == (True, False, False)
