@@ -20,7 +20,7 @@ from readme_table import replace_block
 from tqdm import tqdm
 
 from vllm_i2v.chat.session import ChatSession
-from vllm_i2v.data.shapes import MOTION_WORDS, ShapeObject, scene_for
+from vllm_i2v.data.shapes import ShapeObject, scene_of_file
 from vllm_i2v.models.checkpoint import load_model
 from vllm_i2v.models.processor import VideoLLMProcessor
 
@@ -28,17 +28,12 @@ QUESTION = "Describe the video."
 COLUMNS = ("every object's colour and shape", "every object's colour, shape and motion", "the reference, word for word")
 
 
-def described(obj: ShapeObject, caption: str) -> bool:
-    """Whether ``caption`` names ``obj`` with its colour, shape and motion (and that it appears later, if it does)."""
-    action = f"moves {MOTION_WORDS[obj.direction]}" if obj.direction else "stays still"
-    late = "appears later and " if obj.enter > 0 else ""
-    return f"{obj.name} {late}{action}" in caption.lower()
-
-
 def score(objects: list[ShapeObject], reference: str, caption: str) -> tuple[bool, bool, bool]:
-    """The three columns for one clip."""
-    named = all(obj.name in caption.lower() for obj in objects)
-    return named, all(described(obj, caption) for obj in objects), caption.strip() == reference
+    """The three columns for one clip: every object named, every object named with what it does (its motion, and
+    that it appears later if it does, as :meth:`ShapeObject.doing` words it), the reference word for word."""
+    lowered = caption.lower()
+    named = all(obj.name in lowered for obj in objects)
+    return named, all(obj.doing() in lowered for obj in objects), caption.strip() == reference
 
 
 def main() -> None:
@@ -56,7 +51,7 @@ def main() -> None:
         raise SystemExit(f"{rows_file}: missing; write it with `vllm-i2v data shapes {args.data} --split {args.split}`")
     clips: dict[int, list] = {1: [], 2: [], 3: []}
     for row in json.loads(rows_file.read_text()):
-        scene = scene_for(args.seed, int(Path(row["video"]).stem.rsplit("_", 1)[1]), args.split)
+        scene = scene_of_file(row["video"], args.split, args.seed)
         if len(clips[len(scene.objects)]) < args.per_count:
             clips[len(scene.objects)].append((Path(args.data) / "videos" / row["video"], scene))
 

@@ -21,7 +21,7 @@ from readme_table import replace_block
 
 from vllm_i2v.atomic import write_text_atomic
 from vllm_i2v.cli import main as vllm_i2v
-from vllm_i2v.data.shapes import scene_for
+from vllm_i2v.data.shapes import scene_of_file
 from vllm_i2v.eval.answers import exact_match
 from vllm_i2v.eval.shapes import COLUMNS
 
@@ -69,8 +69,7 @@ def breakdown(predictions: Path, split: str, seed: int = 0) -> str:
     wrong_attributes = bound_elsewhere = 0
     for line in predictions.read_text().splitlines():
         row = json.loads(line)
-        index = int(Path(row["video"]).stem.rsplit("_", 1)[1])
-        objects = scene_for(seed, index, split).objects
+        objects = scene_of_file(row["video"], split, seed).objects
         key = (kind_of(row), len(objects))
         counts[key] += 1
         right = exact_match(row["pred"], row["answer"])

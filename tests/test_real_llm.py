@@ -111,11 +111,7 @@ def test_shapes_captions_scores_the_bundle_and_writes_its_readme_block(tmp_path,
     a, b = scene.objects
     swapped = reference.replace(a.color, "@").replace(b.color, a.color).replace("@", b.color)
     assert a.color != b.color and score(scene.objects, reference, swapped)[:2] == (False, False)
-    late = "appears later and " if a.enter > 0 else ""
-    action, other = (
-        ("stays still", "moves upwards")
-        if a.direction is None
-        else (f"moves {MOTION_WORDS[a.direction]}", "stays still")
-    )
-    wrong_motion = reference.replace(f"{a.name} {late}{action}", f"{a.name} {late}{other}")
+    action = f"moves {MOTION_WORDS[a.direction]}" if a.direction else "stays still"
+    other = "stays still" if a.direction else "moves upwards"
+    wrong_motion = reference.replace(a.doing(), a.doing().replace(action, other))
     assert score(scene.objects, reference, wrong_motion) == (True, False, False)

@@ -50,6 +50,12 @@ class ShapeObject:
     def name(self) -> str:
         return f"{self.color} {self.shape}"
 
+    def doing(self) -> str:
+        """What a clip's caption says of it: "red square moves from left to right", "blue circle appears later and
+        stays still"."""
+        action = f"moves {MOTION_WORDS[self.direction]}" if self.direction else "stays still"
+        return f"{self.name} appears later and {action}" if self.enter > 0 else f"{self.name} {action}"
+
     def place(self, canvas: int, t: float = 0.0) -> str:
         """Where the object's centre is at time ``t``, in words: "at the top left", "in the centre", ..."""
         x, y = (c + self.size / 2 for c in self.corner(t))
@@ -104,8 +110,7 @@ class Scene:
                 name = {"both": obj.name, "color": f"{obj.color} object", "shape": obj.shape}[naming]
                 parts.append(f"a {name} {obj.place(self.canvas)}")
                 continue
-            action = f"moves {MOTION_WORDS[obj.direction]}" if obj.direction else "stays still"
-            parts.append(f"a {obj.name} appears later and {action}" if obj.enter > 0 else f"a {obj.name} {action}")
+            parts.append(f"a {obj.doing()}")
         if self.duration == 0:
             sentence = _join(parts, "and") + f" on a {'black' if self.background < 16 else 'dark grey'} background."
         else:
@@ -275,6 +280,18 @@ def scene_for(
     return sample_scene(rng, split if video else "train", video=video, canvas=canvas, every_object=every_object)
 
 
+def clip_name(split: str, index: int, video: bool = True) -> str:
+    """The file name :func:`write_split` gives scene ``index`` of ``split``."""
+    return f"{split if video else 'images'}_{index:05d}.{'mp4' if video else 'png'}"
+
+
+def scene_of_file(name, split: str, seed: int = 0) -> Scene:
+    """The scene a clip written by :func:`write_split` shows (its index is in its file ``name``)."""
+    from pathlib import Path
+
+    return scene_for(seed, int(Path(name).stem.rsplit("_", 1)[1]), split)
+
+
 def write_split(
     out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False,
     every_object: bool = False,
@@ -301,7 +318,7 @@ def write_split(
     conversations, rows, counts = [], [], {}
     for index in tqdm(range(count), desc=f"shapes {name}", dynamic_ncols=True):
         scene = scene_for(seed, index, split, video, canvas, every_object)
-        relative = f"{name}_{index:05d}.{'mp4' if video else 'png'}"
+        relative = clip_name(split, index, video)
         if not (media / relative).exists():
             if video:
                 write_video(media / relative, scene.frames(), fps=scene.fps)
