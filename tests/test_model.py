@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -93,6 +95,19 @@ def test_preprocessing_matches_transformers_image_processor(parts):
     theirs = torch.as_tensor(np.stack(processor(list(frames), return_tensors="np")["pixel_values"]))
     assert ours.shape == theirs.shape == (3, 3, 32, 32)
     assert (ours - theirs).abs().mean() < 0.02  # torch antialiased bicubic vs PIL: about one grey level
+
+
+def test_read_only_frames_are_preprocessed_without_a_warning():
+    """Frames read by PIL are read-only arrays: preprocessing copies them instead of sharing them (which torch
+    warns about, once per process, in the middle of a training run's progress bar: hence a process of its own)."""
+    code = (
+        "import numpy as np; from vllm_i2v.models.preprocess import FramePreprocessor, PreprocessSpec; "
+        "frames = np.zeros((2, 50, 70, 3), np.uint8); frames.flags.writeable = False; "
+        "print(tuple(FramePreprocessor(PreprocessSpec(resize={'height': 32, 'width': 32}))(frames).shape))"
+    )
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(2, 3, 32, 32)"
 
 
 def test_labels_cover_only_assistant_replies(build):

@@ -117,7 +117,9 @@ class FramePreprocessor:
         self.output_size = spec.output_size()
 
     def __call__(self, frames) -> torch.Tensor:
-        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if isinstance(frames, np.ndarray):  # a read-only array (an image read by PIL) is copied, not shared
+            frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames)
+        x = torch.as_tensor(frames)
         if x.ndim == 3:
             x = x.unsqueeze(0)
         if x.ndim != 4 or x.shape[-1] != 3:
