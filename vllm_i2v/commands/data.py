@@ -64,15 +64,24 @@ def register(subparsers) -> None:
         run_shapes,
         "write a split of the synthetic shapes world (clips or stills, with QA)",
         "Write shapes-world clips (mp4) or stills (png) with captions and QA (attribute, counting, motion, temporal "
-        "order, caption), deterministic from the seed. Splits: train, test, heldout-combos (unseen colour-shape "
-        "pairs), long (clips longer than any training clip).",
+        "order, caption), deterministic from the seed. Splits: train, test, heldout-combos (colour-shape pairs no "
+        "training clip shows), long (clips longer than any training clip).",
         "vllm-i2v data shapes data/shapes --split train --count 2000 --seed 0",
     )
     shapes.add_argument("out", help="output folder")
     shapes.add_argument("--split", default="train", choices=["train", "test", "heldout-combos", "long"])
     shapes.add_argument("--count", type=int, default=100, help="scenes to write")
     shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--images", action="store_true", help="stills with captions (the image world) instead of clips")
+    shapes.add_argument(
+        "--images",
+        action="store_true",
+        help="stills with captions (the image world) instead of clips",
+    )
+    shapes.add_argument(
+        "--every-pair",
+        action="store_true",
+        help="stills of every colour-shape pair, the held-out ones too (default: the training pairs only)",
+    )
     shapes.add_argument("--canvas", type=int, default=224, help="frame side in pixels")
     shapes.add_argument("--single-turn", action="store_true", help="one conversation per question, not one per clip")
     shapes.add_argument(
@@ -107,7 +116,12 @@ def run_convert(args) -> None:
 
 def run_shapes(args) -> None:
     from ..data.shapes import write_split
+    from ..errors import ConfigError
 
+    if args.every_pair and not args.images:
+        raise ConfigError(
+            "--every-pair is for stills (--images): clips of the held-out pairs are --split heldout-combos"
+        )
     counts = write_split(
         args.out,
         args.split,
@@ -117,5 +131,6 @@ def run_shapes(args) -> None:
         canvas=args.canvas,
         single_turn=args.single_turn,
         every_object=args.every_object,
+        every_pair=args.every_pair,
     )
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")

@@ -8,8 +8,10 @@ speed (left, right, up or down) over at least 40% of the canvas, and may enter a
 come with a caption and QA of five types: attribute, counting, motion (direction; moving or still), temporal
 order, and a free caption.
 
-Held-out splits: ``HELD_OUT_COMBOS`` (colour–shape pairs never in the training splits) and clips longer than any
-training clip (``LONG_DURATIONS``).
+Held-out splits: ``HELD_OUT_COMBOS`` (colour–shape pairs never in a training clip) and clips longer than any
+training clip (``LONG_DURATIONS``). Stills show the training pairs, or with ``every_pair`` every pair: the image
+world then stands for what an image-pretrained encoder has seen, and the held-out pairs test whether the video stage
+carries it over to pairs its clips never show.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ def _combos(split: str) -> list[tuple[str, str]]:
     every = [(c, s) for c in COLORS for s in SHAPES]
     if split == "heldout-combos":
         return sorted(HELD_OUT_COMBOS)
+    if split == "every-pair":
+        return every
     return [combo for combo in every if combo not in HELD_OUT_COMBOS]
 
 
@@ -174,15 +178,15 @@ def sample_scene(
     rng: np.random.Generator, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False
 ) -> Scene:
     """One random scene. ``split``: ``train`` / ``test`` (seen combinations, training durations),
-    ``heldout-combos`` (at least one object of an unseen colour–shape pair), ``long`` (clips of 7–8 s).
+    ``heldout-combos`` (at least one object of an unseen colour–shape pair), ``long`` (clips of 7–8 s),
+    ``every-pair`` (every colour–shape pair, the held-out ones too).
     ``every_object``: see :func:`questions` (the scene itself is the same either way)."""
     durations = LONG_DURATIONS if split == "long" else TRAIN_DURATIONS
     duration = float(rng.uniform(*durations)) if video else 0.0
     count = int(rng.integers(1, 4))
     objects: list[ShapeObject] = []
-    pool = _combos("train")
-    if split == "heldout-combos":  # the first object carries the unseen pair
-        pool = _combos("heldout-combos")
+    seen = _combos("every-pair" if split == "every-pair" else "train")
+    pool = _combos("heldout-combos") if split == "heldout-combos" else seen  # there the first object is unseen
     for _ in range(count):
         taken_colors = {o.color for o in objects}
         taken_shapes = {o.shape for o in objects}
@@ -190,7 +194,7 @@ def sample_scene(
         if not choices:
             break
         color, shape = choices[int(rng.integers(len(choices)))]
-        pool = _combos("train")
+        pool = seen
         objects.append(_sample_object(rng, color, shape, duration, canvas, objects))
     scene = Scene(canvas=canvas, background=int(rng.integers(0, 65)), objects=objects, duration=duration)
     scene.questions = questions(scene, rng, every_object)
@@ -272,12 +276,15 @@ def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False
 
 
 def scene_for(
-    seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False
+    seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False,
+    every_pair: bool = False,
 ) -> Scene:
-    """Scene ``index`` of a split, reproducible from ``seed`` alone (splits draw from separate streams)."""
+    """Scene ``index`` of a split, reproducible from ``seed`` alone (splits draw from separate streams). A still
+    (``video`` false) shows training pairs, or with ``every_pair`` any colour–shape pair."""
     stream = {"train": 0, "test": 1, "heldout-combos": 2, "long": 3, "images": 4}[split if video else "images"]
     rng = np.random.default_rng([seed, stream, index])
-    return sample_scene(rng, split if video else "train", video=video, canvas=canvas, every_object=every_object)
+    pairs = split if video else ("every-pair" if every_pair else "train")
+    return sample_scene(rng, pairs, video=video, canvas=canvas, every_object=every_object)
 
 
 def clip_name(split: str, index: int, video: bool = True) -> str:
@@ -294,13 +301,14 @@ def scene_of_file(name, split: str, seed: int = 0) -> Scene:
 
 def write_split(
     out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False,
-    every_object: bool = False,
+    every_object: bool = False, every_pair: bool = False,
 ) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
     (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
     ``single_turn`` one conversation per question, so no answer can be read off an earlier turn) and
     ``{split}_qa.json`` (one row per question with its type, for evaluation). ``every_object``: questions about
-    each object (:func:`questions`), for training. Existing clips are kept, so an interrupted run resumes; the
+    each object (:func:`questions`), for training. ``every_pair``: stills of any colour–shape pair, the held-out
+    ones too (:func:`scene_for`). Existing clips are kept, so an interrupted run resumes; the
     same seed writes the same files. Returns counts per question type."""
     import json
     from pathlib import Path
@@ -317,7 +325,7 @@ def write_split(
     name = split if video else "images"
     conversations, rows, counts = [], [], {}
     for index in tqdm(range(count), desc=f"shapes {name}", dynamic_ncols=True):
-        scene = scene_for(seed, index, split, video, canvas, every_object)
+        scene = scene_for(seed, index, split, video, canvas, every_object, every_pair)
         relative = clip_name(split, index, video)
         if not (media / relative).exists():
             if video:
