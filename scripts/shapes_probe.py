@@ -1,12 +1,11 @@
 """Whether a shapes-world vision tower keeps colour and shape apart: linear probes on lone stills.
 
 Each still holds one object (the shapes world's stills of every colour–shape pair, seed --seed, those with a single
-object). A tower reads it
-at its last layer, and the mean of its patch features is the still's feature. Two linear probes, one for colour and
-one for shape, are fitted on stills of the colour–shape pairs the video stage trains on. They are then scored on
-fresh stills of those pairs and on stills of the held-out pairs (`HELD_OUT_COMBOS`). A tower whose features
-factorize colour and shape reads a held-out pair as well as a seen one; one that entangles them reads its shape
-as a seen pair's.
+object). A tower reads it at its last layer, and the mean of its patch features is the still's feature. Two linear
+probes, one for colour and one for shape, are fitted on stills of the colour–shape pairs the video stage trains on.
+They are then scored on fresh stills of those pairs and on stills of the held-out pairs (`HELD_OUT_COMBOS`). A tower
+whose features factorize colour and shape reads a held-out pair as well as a seen one; one that entangles them reads
+its shape as a seen pair's.
 
     python scripts/shapes_probe.py --tower vllm_i2v/bundled/shapes-smollm2/tower --tower outputs/shapes/stage0/tower
 """
