@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from vllm_i2v.data.shapes import COLORS, HELD_OUT_COMBOS, SHAPES, scene_for
 from vllm_i2v.models.preprocess import FramePreprocessor
-from vllm_i2v.models.vision import feature_geometry, load_pretrained_vision
+from vllm_i2v.models.vision import VisionTower, load_pretrained_vision
 
 
 def lone_stills(seed: int, count: int) -> list:
@@ -37,15 +37,14 @@ def lone_stills(seed: int, count: int) -> list:
 
 @torch.no_grad()
 def features(tower_dir: str, stills: list, batch: int = 64) -> torch.Tensor:
-    """(N, D): each still's patch features at the tower's last layer, averaged over the patches."""
+    """(N, D): each still's patch features at the tower's last layer (the bundle's ``vision_feature_layer``),
+    averaged over the patches."""
     model, spec = load_pretrained_vision(tower_dir)
-    model.eval()
-    prefix = feature_geometry(model, spec)[1]
+    tower = VisionTower(model.config, spec, feature_layer=-1, model=model).eval()
     preprocess = FramePreprocessor(spec)
     out = []
     for start in tqdm(range(0, len(stills), batch), desc=f"reading {tower_dir}", unit="batch", leave=False):
-        pixels = preprocess(np.stack([s.render() for s in stills[start : start + batch]]))
-        out.append(model(pixel_values=pixels).last_hidden_state[:, prefix:].mean(1))
+        out.append(tower(preprocess(np.stack([s.render() for s in stills[start : start + batch]]))).mean(1))
     return torch.cat(out).float()
 
 
