@@ -13,6 +13,7 @@ import urllib.request
 
 import openai
 import pytest
+from ports import free_port
 from test_bad_input import BAD_VIDEOS, bad_video
 from tiny import random_frames
 
@@ -22,14 +23,6 @@ from vllm_i2v.video.writer import write_video
 
 KEY = "test-key-123"
 QUESTIONS = ["How many objects are there?", "Which direction does the red square move?", "Describe the video."]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

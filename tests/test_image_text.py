@@ -71,3 +71,21 @@ def test_pretrain_config_errors(tmp_path, capsys):
     assert (
         f"{path}: 2 problems" in err and "data.image_root: required" in err and "training.output_dir: required" in err
     )
+
+
+def test_preloaded_images_are_those_decoded_per_item(tmp_path):
+    """``data.preload``: each file decoded once, before training (a file with two caption questions is two pairs
+    sharing its pixels), and every pair's pixels exactly those decoded when it is read."""
+    from vllm_i2v.models.sentence_encoder import DEFAULT_SENTENCE_ENCODER
+    from vllm_i2v.train.image_text import CaptionedImages
+
+    write_split(tmp_path, "train", 6, seed=0, video=False, canvas=64)
+    spec = PreprocessSpec(resize={"height": 32, "width": 32}, resample="bilinear")
+    questions = ["Describe the colors in the image.", "Describe the shapes in the image."]
+    args = (str(tmp_path / "images.json"), str(tmp_path / "images"), spec, DEFAULT_SENTENCE_ENCODER, questions)
+    lazy, preloaded = CaptionedImages(*args), CaptionedImages(*args, preload=True)
+    assert lazy.pixels is None and len(preloaded) == len(lazy) == 12
+    assert len({id(p) for p in preloaded.pixels}) == 6
+    for i in range(len(lazy)):
+        assert torch.equal(preloaded[i]["pixel_values"], lazy[i]["pixel_values"])
+        assert preloaded[i]["caption_ids"] == lazy[i]["caption_ids"]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ports import free_port
 from tiny import random_frames
 
 from vllm_i2v.cli import main
@@ -291,7 +292,7 @@ def test_deepspeed_two_ranks_through_the_launcher(tmp_path, saved_model, dataset
         **os.environ,
         "DS_ACCELERATOR": "cpu",
         "OMP_NUM_THREADS": "1",
-        "MASTER_PORT": str(29700 + (stage == "zero3")),
+        "MASTER_PORT": str(free_port()),
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     if stage == "zero2":  # single node

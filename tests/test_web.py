@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from test_bad_input import BAD_VIDEOS, bad_video
 
 from vllm_i2v.bundled import DEFAULT_MODEL, SAMPLE_VIDEO
@@ -24,12 +25,6 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # The bundled sample clip (scripts/make_sample_clip.py): a red square moving right, a blue circle, a yellow triangle.
 TRUTH = {"How many objects are there?": "3", "Which direction does the red square move?": "right"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

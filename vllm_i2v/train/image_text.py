@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -57,6 +58,11 @@ class ImageDataConfig:
     image_root: str = knob("", "folder the image paths are relative to (and must stay inside)")
     caption_questions: list | None = knob(
         None, "the questions whose answers are an image's captions, each one training pair (default: its first answer)"
+    )
+    preload: bool = knob(
+        False,
+        "decode and preprocess every image once, before training, and keep the pixels in memory (float32: 12,000 "
+        "images at 112x112 take 1.8 GB) instead of decoding each in every epoch",
     )
 
 
@@ -134,7 +140,13 @@ class CaptionedImages(torch.utils.data.Dataset):
     ``questions``, the answers to those questions are its captions (each one pair)."""
 
     def __init__(
-        self, path: str, image_root: str, preprocess: PreprocessSpec, encoder: str, questions: list[str] | None = None
+        self,
+        path: str,
+        image_root: str,
+        preprocess: PreprocessSpec,
+        encoder: str,
+        questions: list[str] | None = None,
+        preload: bool = False,
     ):
         samples = [s for s in load_samples(path) if s.image]
         if not samples:
@@ -152,15 +164,23 @@ class CaptionedImages(torch.utils.data.Dataset):
         self.caption_ids = [index[c] for c in captions]
         self.embeddings = sentence_embeddings(unique, encoder, desc="embedding captions")
         self.preprocess = FramePreprocessor(preprocess)
+        self.pixels = None
+        if preload:  # each distinct file once (with caption_questions, a file is several pairs)
+            files = {file: None for file in self.paths}
+            for file in tqdm(files, desc="decoding images", unit="image"):
+                files[file] = self._pixels(file)
+            self.pixels = [files[file] for file in self.paths]
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _pixels(self, file: Path) -> torch.Tensor:
+        return self.preprocess(np.asarray(Image.open(file).convert("RGB"))[None])[0]
+
     def __getitem__(self, i: int) -> dict:
-        image = np.asarray(Image.open(self.paths[i]).convert("RGB"))
         caption = self.caption_ids[i]
         return {
-            "pixel_values": self.preprocess(image[None])[0],
+            "pixel_values": self.pixels[i] if self.pixels is not None else self._pixels(self.paths[i]),
             "text_embeds": self.embeddings[caption],
             "caption_ids": torch.tensor(caption),
         }
@@ -171,8 +191,9 @@ def pretrain_tower(config_path: str, overrides: list[str] = ()) -> Path:
     config = load_pretrain_config(config_path, overrides)
     set_seed(config.seed)
     vision, preprocess = vision_part(config.vision)
+    data = config.data
     dataset = CaptionedImages(
-        config.data.train, config.data.image_root, preprocess, config.text_encoder, config.data.caption_questions
+        data.train, data.image_root, preprocess, config.text_encoder, data.caption_questions, data.preload
     )
     model = ContrastiveTower(vision, dataset.embeddings.shape[1], feature_geometry(vision, preprocess)[1])
     args = TrainingArguments(**(PRETRAINING_DEFAULTS | config.training))
