@@ -137,7 +137,8 @@ class ContrastiveTower(nn.Module):
 
 class CaptionedImages(torch.utils.data.Dataset):
     """(image, caption embedding) pairs of a LLaVA-layout file: each image's first answer is its caption, or, with
-    ``questions``, the answers to those questions are its captions (each one pair)."""
+    ``questions``, the answers to those questions are its captions (each one pair). ``preload``: every file decoded
+    and preprocessed once, here, and its pixels kept (``ImageDataConfig.preload``)."""
 
     def __init__(
         self,
