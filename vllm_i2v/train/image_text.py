@@ -167,16 +167,16 @@ class CaptionedImages(torch.utils.data.Dataset):
         self.preprocess = FramePreprocessor(preprocess)
         self.pixels = None
         if preload:  # each distinct file once (with caption_questions, a file is several pairs)
-            files = {file: None for file in self.paths}
-            for file in tqdm(files, desc="decoding images", unit="image"):
-                files[file] = self._pixels(file)
-            self.pixels = [files[file] for file in self.paths]
+            distinct = dict.fromkeys(self.paths)
+            pixels = {file: self._pixels(file) for file in tqdm(distinct, desc="decoding images", unit="image")}
+            self.pixels = [pixels[file] for file in self.paths]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _pixels(self, file: Path) -> torch.Tensor:
-        return self.preprocess(np.asarray(Image.open(file).convert("RGB"))[None])[0]
+        with Image.open(file) as image:  # closed at once: a preload opens every file in turn
+            return self.preprocess(np.asarray(image.convert("RGB"))[None])[0]
 
     def __getitem__(self, i: int) -> dict:
         caption = self.caption_ids[i]
