@@ -156,3 +156,23 @@ def test_shapes_probe_reads_colour_and_shape_off_the_bundled_tower():
     assert set(cells) == {f"{a}, {b} pairs" for a in ("colour", "shape") for b in ("seen", "held-out")}
     assert cells["colour, seen pairs"] >= 90 and cells["shape, seen pairs"] >= 90
     assert all(0 <= value <= 100 for value in cells.values())
+
+
+def test_files_drawn_otherwise_are_an_error_not_kept(tmp_path, capsys):
+    """Kept files must show the scenes their captions describe: stills drawn without --every-pair (or clips of
+    another canvas) are not reused under new captions, and nothing already written changes."""
+    stills = ["data", "shapes", str(tmp_path), "--images", "--count", "3", "--canvas", "32"]
+    assert main(stills) == 0
+    before = (tmp_path / "images.json").read_text()
+    capsys.readouterr()
+    assert main([*stills, "--every-pair"]) != 0
+    assert "images_scenes.json" in capsys.readouterr().err
+    assert (tmp_path / "images.json").read_text() == before
+    assert main(["data", "shapes", str(tmp_path), "--images", "--count", "5", "--canvas", "32"]) == 0  # resumes
+    clips = ["data", "shapes", str(tmp_path), "--split", "test", "--count", "1", "--canvas", "32"]
+    assert main(clips) == 0
+    assert main([*clips[:-1], "48"]) != 0
+    (tmp_path / "images_scenes.json").unlink()  # as a folder written before the record existed
+    capsys.readouterr()
+    assert main(stills) != 0
+    assert "images_00000.png: written with no images_scenes.json" in capsys.readouterr().err

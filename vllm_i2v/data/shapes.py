@@ -222,7 +222,9 @@ def _sample_object(rng, color: str, shape: str, duration: float, canvas: int, ot
             last_frame = (max(1, int(round(duration * FPS))) - 1) / FPS  # the whole distance is seen by the last frame
             obj = ShapeObject(shape, color, rgb, size, start, direction, distance / (last_frame - enter), enter)
         else:
-            obj = ShapeObject(shape, color, rgb, size, (float(rng.uniform(0, span)), float(rng.uniform(0, span))), enter=enter)
+            obj = ShapeObject(
+                shape, color, rgb, size, (float(rng.uniform(0, span)), float(rng.uniform(0, span))), enter=enter
+            )
         if all(not _overlap(obj, other) for other in others if other.direction is None and obj.direction is None):
             break
     return obj
@@ -249,24 +251,41 @@ def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False
             if ask == "color":
                 qa.append({"type": "attribute", "question": f"What color is the {obj.shape}?", "answer": obj.color})
             else:
-                qa.append({"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape})
+                qa.append(
+                    {"type": "attribute", "question": f"What shape is the {obj.color} object?", "answer": obj.shape}
+                )
     qa.append({"type": "counting", "question": "How many objects are there?", "answer": str(len(objects))})
     if scene.duration == 0:
         captions = [
             {"type": "caption", "question": question, "answer": scene.caption(naming)}
-            for question, naming in (("Describe the image.", "both"), ("Describe the colors in the image.", "color"),
-                                     ("Describe the shapes in the image.", "shape"))
+            for question, naming in (
+                ("Describe the image.", "both"),
+                ("Describe the colors in the image.", "color"),
+                ("Describe the shapes in the image.", "shape"),
+            )
         ]
         return [*captions, *qa[::-1]]
     movers = [o for o in objects if o.direction]
     if movers:
         for mover in movers if every_object else [movers[int(rng.integers(len(movers)))]]:
-            qa.append({"type": "motion", "subtype": "direction", "question": f"Which direction does the {mover.name} move?",
-                       "answer": mover.direction})
+            qa.append(
+                {
+                    "type": "motion",
+                    "subtype": "direction",
+                    "question": f"Which direction does the {mover.name} move?",
+                    "answer": mover.direction,
+                }
+            )
     for other in objects if every_object else [objects[int(rng.integers(len(objects)))]]:
         state = "moving" if other.direction else "still"
-        qa.append({"type": "motion", "subtype": "moving-or-still", "question": f"Is the {other.name} moving or still?",
-                   "answer": state})
+        qa.append(
+            {
+                "type": "motion",
+                "subtype": "moving-or-still",
+                "question": f"Is the {other.name} moving or still?",
+                "answer": state,
+            }
+        )
     entries = sorted(o.enter for o in objects)
     if len(objects) > 1 and entries[1] - entries[0] >= 0.5:
         first = min(objects, key=lambda o: o.enter)
@@ -276,7 +295,12 @@ def questions(scene: Scene, rng: np.random.Generator, every_object: bool = False
 
 
 def scene_for(
-    seed: int, index: int, split: str = "train", video: bool = True, canvas: int = 224, every_object: bool = False,
+    seed: int,
+    index: int,
+    split: str = "train",
+    video: bool = True,
+    canvas: int = 224,
+    every_object: bool = False,
     every_pair: bool = False,
 ) -> Scene:
     """Scene ``index`` of a split, reproducible from ``seed`` alone (splits draw from separate streams). A still
@@ -285,6 +309,29 @@ def scene_for(
     rng = np.random.default_rng([seed, stream, index])
     pairs = split if video else ("every-pair" if every_pair else "train")
     return sample_scene(rng, pairs, video=video, canvas=canvas, every_object=every_object)
+
+
+def _record_drawing(record, first_file, drawn: dict) -> None:
+    """Write ``record`` (how a split's files are drawn), or check that the files already there were drawn the same
+    way: kept files must show the scenes their captions describe. ``first_file``: the split's scene 0."""
+    import json
+
+    from ..atomic import write_text_atomic
+    from ..errors import ConfigError
+
+    if record.is_file():
+        recorded = json.loads(record.read_text())
+        if recorded != drawn:
+            raise ConfigError(
+                f"{record}: files here were drawn with {recorded}, not {drawn}; write into a fresh folder"
+            )
+        return
+    if first_file.exists():
+        raise ConfigError(
+            f"{first_file}: written with no {record.name} to say how it was drawn (by an older vllm_i2v); "
+            "write into a fresh folder"
+        )
+    write_text_atomic(record, json.dumps(drawn) + "\n")
 
 
 def clip_name(split: str, index: int, video: bool = True) -> str:
@@ -300,8 +347,15 @@ def scene_of_file(name, split: str, seed: int = 0) -> Scene:
 
 
 def write_split(
-    out_dir, split: str, count: int, seed: int = 0, video: bool = True, canvas: int = 224, single_turn: bool = False,
-    every_object: bool = False, every_pair: bool = False,
+    out_dir,
+    split: str,
+    count: int,
+    seed: int = 0,
+    video: bool = True,
+    canvas: int = 224,
+    single_turn: bool = False,
+    every_object: bool = False,
+    every_pair: bool = False,
 ) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
     (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
@@ -309,7 +363,9 @@ def write_split(
     ``{split}_qa.json`` (one row per question with its type, for evaluation). ``every_object``: questions about
     each object (:func:`questions`), for training. ``every_pair``: stills of any colour–shape pair, the held-out
     ones too (:func:`scene_for`). Existing clips are kept, so an interrupted run resumes; the
-    same seed writes the same files. Returns counts per question type."""
+    same seed writes the same files, and ``{split}_scenes.json`` records how they were drawn, so that files drawn
+    otherwise (another seed, canvas or set of pairs) are an error, not kept beside captions they do not show.
+    Returns counts per question type."""
     import json
     from pathlib import Path
 
@@ -323,6 +379,8 @@ def write_split(
     media = out_dir / ("videos" if video else "images")
     media.mkdir(parents=True, exist_ok=True)
     name = split if video else "images"
+    drawn = {"seed": seed, "canvas": canvas, **({} if video else {"every_pair": every_pair})}
+    _record_drawing(out_dir / f"{name}_scenes.json", media / clip_name(split, 0, video), drawn)
     conversations, rows, counts = [], [], {}
     for index in tqdm(range(count), desc=f"shapes {name}", dynamic_ncols=True):
         scene = scene_for(seed, index, split, video, canvas, every_object, every_pair)
