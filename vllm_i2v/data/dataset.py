@@ -30,7 +30,9 @@ def usable_samples(samples: list[Sample], video_root: Path | None, strict: bool 
         if bad <= 5:
             logger.warning("skipping %s: %s", sample.source, "; ".join(map(str, problems)))
     if bad:
-        logger.warning("skipped %d of %d rows that cannot be used (vllm-i2v data check lists them all)", bad, len(samples))
+        logger.warning(
+            "skipped %d of %d rows that cannot be used (vllm-i2v data check lists them all)", bad, len(samples)
+        )
     if not good:
         raise DataError("no usable rows in the dataset")
     return good
@@ -40,13 +42,23 @@ class VideoChatDataset(torch.utils.data.Dataset):
     """Decodes each row's video with ``sampler`` and encodes the conversation with labels on assistant turns.
 
     ``independent_turns``: each exchange of a multi-turn row is trained as its own one-question conversation
-    (:meth:`VideoLLMProcessor.branch_ids`). A row whose video fails to decode, or whose decoder hangs past ``decode_timeout`` seconds, is logged and
-    replaced by the next row (a corrupt file costs one warning, not the run); ``strict`` makes it an error.
+    (:meth:`VideoLLMProcessor.branch_ids`). A row whose video fails to decode, or whose decoder hangs past
+    ``decode_timeout`` seconds, is logged and replaced by the next row (a corrupt file costs one warning, not the
+    run); ``strict`` makes it an error.
     """
 
-    def __init__(self, samples: list[Sample], processor, video_root, sampler: FrameSampler, strict: bool = False,
-                 max_frames: int | None = None, decode_timeout: float | None = 60.0, feature_cache=None,
-                 independent_turns: bool = False):
+    def __init__(
+        self,
+        samples: list[Sample],
+        processor,
+        video_root,
+        sampler: FrameSampler,
+        strict: bool = False,
+        max_frames: int | None = None,
+        decode_timeout: float | None = 60.0,
+        feature_cache=None,
+        independent_turns: bool = False,
+    ):
         self.video_root = Path(video_root) if video_root is not None else None
         self.samples = usable_samples(samples, self.video_root, strict)
         self.processor = processor
@@ -98,7 +110,12 @@ class VideoChatDataset(torch.utils.data.Dataset):
             else:
                 visuals.append(read_video(path, timeout=self.decode_timeout).frames[0])
         row = self.processor.encode(
-            sample.messages, visuals, add_generation_prompt=False, with_labels=True, name=sample.source, features=features,
+            sample.messages,
+            visuals,
+            add_generation_prompt=False,
+            with_labels=True,
+            name=sample.source,
+            features=features,
             independent_turns=self.independent_turns,
         )
         if not any(label != -100 for label in row["labels"]):

@@ -225,7 +225,9 @@ def _to_vcg(sample: Sample, split_turns: bool = False) -> list[dict]:
     if system:
         raise ValueError("vcg rows cannot hold a system instruction")
     if len(pairs) > 1 and not split_turns:
-        raise ValueError(f"{len(pairs)} turns: vcg rows hold one question each (use --split-turns to write one row per turn)")
+        raise ValueError(
+            f"{len(pairs)} turns: vcg rows hold one question each (use --split-turns to write one row per turn)"
+        )
     return [{**_identified(sample), "video_id": sample.video, "q": q, "a": a, **sample.extra} for q, a in pairs]
 
 

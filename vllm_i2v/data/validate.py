@@ -41,7 +41,11 @@ def check_sample(sample: Sample, video_root: Path | None, for_training: bool = T
     for placeholder, count in counts.items():
         if count != wanted[placeholder]:
             has = "a" if wanted[placeholder] else "no"
-            problems.append(Problem("placeholder count", f"{count} {placeholder} placeholders for a row with {has} {placeholder[1:-1]}"))
+            problems.append(
+                Problem(
+                    "placeholder count", f"{count} {placeholder} placeholders for a row with {has} {placeholder[1:-1]}"
+                )
+            )
     if sample.visual is not None and video_root is not None:
         try:
             resolve_inside(video_root, sample.visual, sample.source)
@@ -59,5 +63,7 @@ def check_length(sample: Sample, processor, num_frames: int) -> Problem | None:
     if sample.visual is not None:  # the placeholder token becomes the visual tokens
         total += processor.config.num_visual_tokens(num_frames if sample.video is not None else 1) - 1
     if total > context:
-        return Problem("too long", f"{total} tokens with {num_frames} frames of visual tokens, over the LLM's context of {context}")
+        return Problem(
+            "too long", f"{total} tokens with {num_frames} frames of visual tokens, over the LLM's context of {context}"
+        )
     return None
