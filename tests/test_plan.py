@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import PROJECTOR_SPECS
 from tiny import random_frames
@@ -196,3 +197,37 @@ def test_a_frozen_tower_needs_working_memory_for_its_frames(saved):
     }
     assert vision[(32, False)] > 2 * vision[(8, False)] > 0
     assert 0 < vision[(32, True)] < vision[(32, False)] / 4
+
+
+def test_mixed_precision_counts_the_frozen_llm_as_training_stores_it(saved, tmp_path, monkeypatch):
+    """Under bf16 the plan's weights are the bytes of the parameters `vllm-i2v train` holds (the frozen LLM's linear
+    weights in 16 bits, LoRA added), and a step saves no autocast copies of those weights: float32 storage would
+    add 2 bytes per weight to the activations."""
+    from vllm_i2v.plan import setup_from_training_config
+    from vllm_i2v.train.config import load_train_config, training_arguments
+    from vllm_i2v.train.precision import llm_linear_layers
+    from vllm_i2v.train.prepare import prepare_model
+
+    (tmp_path / "train.json").write_text("[]")
+    config = {
+        "model": str(saved["stpool"]),
+        "data": {"train": str(tmp_path / "train.json"), "num_frames": 4},
+        "trainable": {"projector": True, "llm": "lora"},
+        "training": {"output_dir": str(tmp_path / "out"), "bf16": True, "per_device_train_batch_size": 1},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(config))
+    source, setup = setup_from_training_config(tmp_path / "t.yaml")
+    setup.text_tokens = 16
+    planned = estimate(source, setup).training
+    train_config = load_train_config(tmp_path / "t.yaml")
+    model, _, _ = prepare_model(train_config, training_arguments(train_config))
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
+    linear = sum(layer.weight.numel() for layer in llm_linear_layers(model.language_model))
+    assert {layer.weight.dtype for layer in llm_linear_layers(model.language_model)} == {torch.bfloat16}
+    assert planned["weights"] == held
+
+    monkeypatch.setattr(Setup, "frozen_llm_dtype", property(lambda self: None))  # float32 storage
+    float32 = estimate(source, setup).training
+    assert float32["weights"] == held + 2 * linear
+    added = float32["activations: projector + LLM"] - planned["activations: projector + LLM"]
+    assert added == pytest.approx(2 * linear, rel=0.05)

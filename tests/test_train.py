@@ -167,6 +167,85 @@ def test_trainability_check_catches_a_frozen_lora(tmp_path, saved_model, dataset
         trainer.train()
 
 
+def test_mixed_precision_stores_the_frozen_llm_in_16_bits_computing_the_same_step(
+    tmp_path, saved_model, dataset, capsys
+):
+    """Under bf16 autocast the frozen LLM's linear weights are stored in bf16 (autocast copies them to bf16 at every
+    use anyway): the same loss and gradients as float32 storage. Eager attention, when the config asks, computes
+    the same loss to bf16's precision, evaluation runs on the 16-bit weights, and the trained checkpoint loads back
+    with float32 weights and the model's own attention."""
+    variants = {"fp32 storage": {}, "bf16": {"training__bf16": True}}
+    variants["bf16 eager"] = {**variants["bf16"], "attention": "eager", "training__eval_on_start": True}
+    variants["bf16 eager"].update(training__eval_strategy="steps", training__eval_steps=1000)
+    variants["bf16 eager"]["data"] = {
+        "train": str(dataset / "train.json"),
+        "eval": str(dataset / "train.json"),
+        "video_root": str(dataset / "videos"),
+        "num_frames": 4,
+    }
+    configs, trainers = {}, {}
+    for name, changes in variants.items():
+        (tmp_path / name).mkdir()
+        configs[name] = write_config(tmp_path / name, saved_model, dataset, training__max_steps=2, **changes)
+        trainers[name] = make_trainer(load_train_config(configs[name]))
+    stored = {n: p.dtype for n, p in trainers["bf16"].model.named_parameters()}
+    assert {d for n, d in stored.items() if n.endswith("_proj.base_layer.weight")} == {torch.bfloat16}
+    assert {d for n, d in stored.items() if "lora_" in n or "embed" in n or "projector" in n} == {torch.float32}
+    assert {p.dtype for p in trainers["fp32 storage"].model.parameters()} == {torch.float32}
+    assert trainers["bf16 eager"].model.language_model.config._attn_implementation == "eager"
+
+    rows = trainers["bf16"].train_dataset
+    batch = trainers["bf16"].data_collator([rows[i] for i in range(4)])
+    losses, gradients = {}, {}
+    for name, trainer in trainers.items():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = trainer.model(**batch).loss
+        loss.backward()
+        losses[name] = loss.item()
+        gradients[name] = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad])
+    assert losses["bf16"] == losses["fp32 storage"]
+    torch.testing.assert_close(gradients["bf16"], gradients["fp32 storage"], atol=0, rtol=0)
+    assert losses["bf16 eager"] == pytest.approx(losses["bf16"], rel=2e-2)
+
+    final = run_training(configs["bf16 eager"])  # the trainability check raises if something did not train
+    assert "trainability check after step 1:" in capsys.readouterr().out
+    evaluated = json.loads((tmp_path / "bf16 eager" / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert any("eval_loss" in entry for entry in evaluated["log_history"])  # evaluated before training, in bf16
+    trained = load_model(final)
+    assert {p.dtype for p in trained.parameters()} == {torch.float32}
+    attention = load_model(saved_model).language_model.config._attn_implementation
+    assert trained.language_model.config._attn_implementation == attention != "eager"
+
+
+def test_step_bench_times_each_variant_on_the_same_batch(tmp_path, saved_model, dataset):
+    """scripts/bench_step.py runs on a training config: four variants, and how the frozen weights are stored does
+    not change the loss."""
+    config = write_config(tmp_path, saved_model, dataset)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_step.py"), str(config), "training.bf16=true", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [
+        line.split("|")[1:-1]
+        for line in result.stdout.splitlines()
+        if line.startswith("| sdpa") or line.startswith("| eager")
+    ]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        ("sdpa", "float32"),
+        ("sdpa", "16-bit"),
+        ("eager", "float32"),
+        ("eager", "16-bit"),
+    ]
+    losses = [float(r[4]) for r in rows]
+    assert losses[0] == losses[1] and losses[2] == losses[3] and losses[0] > 0
+    fp32 = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_step.py"), str(config)], capture_output=True, text=True
+    )
+    assert fp32.returncode == 2 and "training.bf16 or training.fp16 must be true" in fp32.stderr
+
+
 def test_align_then_instruct_stages_chain(tmp_path, parts, dataset):
     spec = tmp_path / "build.yaml"
     spec.write_text(

@@ -4,8 +4,9 @@ configs alone — before any run, nothing downloaded, no weight read.
 The model is built on PyTorch's ``meta`` device (shapes, no storage) from a checkpoint folder's config, a build
 spec's parts' configs, or a training config's model. Parameters are counted per part. Model states (weights,
 gradients, optimizer states) follow the training set-up: plain training keeps float32 weights under autocast (as
-transformers' Trainer does); DeepSpeed keeps 16-bit weights with float32 master copies, its ZeRO stages partition
-them (DeepSpeed's own estimators give the trainable part's states). Activations are not guessed from a formula:
+transformers' Trainer does) but the frozen LLM's linear weights in 16 bits (``train.precision``); DeepSpeed keeps
+16-bit weights with float32 master copies, its ZeRO stages partition them (DeepSpeed's own estimators give the
+trainable part's states). Activations are not guessed from a formula:
 one training step of the meta model at the real shapes, forward and backward, counts the bytes of every tensor
 alive at each moment (a ``TorchDispatchMode``) and keeps the peak: what autograd saves for the backward pass and
 the working memory beside it (a frozen vision tower's intermediates for all the frames at once, the gradients
@@ -36,9 +37,9 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import ConfigError
+from .train.precision import PRECISIONS, frozen_llm_dtype, llm_linear_layers, precision_of, store_frozen_llm_weights
 
 GIB = 2**30
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NF4_BYTES = 0.5 + 0.5 / 64 + 4 / (64 * 256)  # 4-bit weights, a 8-bit scale per 64, a fp32 scale per 256 blocks
 
 
@@ -60,6 +61,12 @@ class Setup:
     dtype: str = "bf16"  # fp32, or bf16/fp16 mixed precision
     text_tokens: int = 128  # text around the visual tokens (prompt and answer)
     feature_cache: bool = False  # training reads cached tower features: the tower does not run
+    attention: str | None = None  # the LLM's attention kernel in training (None: the checkpoint's, sdpa)
+
+    @property
+    def frozen_llm_dtype(self) -> torch.dtype | None:
+        """The dtype training stores the frozen LLM's linear weights in (None: float32), as ``vllm-i2v train``."""
+        return frozen_llm_dtype(self.dtype, self.zero > 0, self.llm)
 
 
 @dataclass
@@ -166,8 +173,9 @@ def setup_of(config) -> tuple[str, Setup]:
         vision=config.trainable.vision,
         projector=config.trainable.projector,
         grad_ckpt=bool(training.get("activation_checkpointing") or training.get("gradient_checkpointing")),
-        dtype="bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32",
+        dtype=precision_of(training),
         feature_cache=bool(config.feature_cache),
+        attention=config.attention,
     )
     return config.model or config.build, setup
 
@@ -346,7 +354,7 @@ def step_activations(model, config, setup: Setup) -> StepActivations:
     if setup.feature_cache:  # the features are read from disk: the tower does not run
         with torch.no_grad():
             cached = model.vision_features(pixels)
-    with torch.device("meta"), MetaTraining(DTYPES[setup.dtype]), live:
+    with torch.device("meta"), MetaTraining(PRECISIONS[setup.dtype]), live:
         if setup.feature_cache:
             features = torch.zeros_like(cached)
         elif setup.vision == "frozen":
@@ -373,6 +381,7 @@ def step_activations(model, config, setup: Setup) -> StepActivations:
 
 def prepare_for_plan(model, setup: Setup) -> None:
     """Trainable flags, adapters and checkpointing on the meta model, as training would set them."""
+    from .models.attention import use_grouped_query_sdpa
     from .models.lora import add_lora
 
     model.requires_grad_(False)
@@ -385,9 +394,14 @@ def prepare_for_plan(model, setup: Setup) -> None:
         model.vision_tower.model.requires_grad_(True)
     elif setup.vision == "lora":
         model.vision_tower.add_lora({"r": 8})
+    if setup.frozen_llm_dtype:
+        store_frozen_llm_weights(model.language_model, setup.frozen_llm_dtype)
+    if setup.attention:
+        model.language_model.set_attn_implementation(setup.attention)
+        use_grouped_query_sdpa(model.language_model)
     model.train()
     if setup.grad_ckpt:  # the recomputation in the backward pass runs outside the forward's mode: it gets its own
-        dtype = DTYPES[setup.dtype]
+        dtype = PRECISIONS[setup.dtype]
         model.language_model.activation_checkpointing_enable(
             {"use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), MetaTraining(dtype))}
         )
@@ -402,11 +416,11 @@ def model_state_bytes(model, parameters: dict, setup: Setup) -> dict[str, int]:
     total = sum(p["total"] for p in parameters.values())
     trainable = sum(p["trainable"] for p in parameters.values())
     frozen = total - trainable
-    quantized = _quantized_parameters(model) if setup.llm == "qlora" else 0
+    quantized = _llm_linear_parameters(model) if setup.llm == "qlora" else 0
     largest_layer = _largest_layer(model)
-    if setup.zero == 0:
-        weight_bytes = 4  # float32 weights under autocast (transformers' Trainer), also for fp32
-        weights = (frozen - quantized) * weight_bytes + quantized * NF4_BYTES + trainable * weight_bytes
+    if setup.zero == 0:  # float32 weights under autocast (transformers' Trainer), the frozen LLM's linear ones 16-bit
+        half = _llm_linear_parameters(model) if setup.frozen_llm_dtype else 0
+        weights = (frozen - quantized - half) * 4 + half * 2 + quantized * NF4_BYTES + trainable * 4
         return {"weights": int(weights), "gradients": 4 * trainable, "optimizer": 8 * trainable}
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
@@ -542,14 +556,10 @@ def _count(value, default: int) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def _quantized_parameters(model) -> int:
-    """The LLM's weights QLoRA quantizes: its linear layers' (not the embeddings, not ``lm_head``: see
-    ``train.prepare.quantization_config``), adapters apart."""
-    return sum(
-        module.weight.numel()
-        for name, module in model.language_model.named_modules()
-        if isinstance(module, nn.Linear) and "lora_" not in name and not name.endswith("lm_head")
-    )
+def _llm_linear_parameters(model) -> int:
+    """The weights of the LLM's own linear layers: what QLoRA quantizes (see ``train.prepare.quantization_config``)
+    and mixed precision stores in 16 bits when frozen."""
+    return sum(layer.weight.numel() for layer in llm_linear_layers(model.language_model))
 
 
 def _largest_layer(model) -> int:
@@ -708,8 +718,9 @@ def render(result: Plan) -> str:
     lines = [
         f"plan for {result.source}",
         f"  set-up: {s.frames} frames x batch {s.batch} per device, {s.gpus} device(s), {zero}, LLM {llm}, "
-        f"vision {s.vision}, {s.dtype}{', gradient checkpointing' if s.grad_ckpt else ''}"
-        f"{', feature cache' if s.feature_cache else ''}",
+        f"vision {s.vision}, {s.dtype}{' (frozen LLM weights stored 16-bit)' if s.frozen_llm_dtype else ''}"
+        f"{', gradient checkpointing' if s.grad_ckpt else ''}{', feature cache' if s.feature_cache else ''}"
+        f"{f', {s.attention} attention' if s.attention else ''}",
         "tokens:",
         f"  visual tokens: {t['per frame']} per frame, {t['per video']} per video",
         f"  sequence: {t['sequence']} ({t['per video']} visual + {s.text_tokens} text); context {t['context']}, "

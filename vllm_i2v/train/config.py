@@ -116,6 +116,10 @@ class TrainConfig:
         None, "the projector's own learning rate (default: training.learning_rate)", above=0
     )
     feature_cache: str | None = knob(None, "folder: frozen-tower features extracted once, read every epoch")
+    attention: Literal["sdpa", "eager"] | None = knob(
+        None,
+        "the LLM's attention kernel in training (null: the checkpoint's); eager: faster on CPU for short sequences",
+    )
     save_full: bool = knob(False, "also write a standalone merged checkpoint to OUTPUT_DIR/final-merged")
     training: dict = knob(
         factory=dict,

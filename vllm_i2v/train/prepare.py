@@ -8,10 +8,12 @@ import torch
 
 from ..atomic import atomic_path
 from ..models import VideoLLMProcessor, build_video_llm
+from ..models.attention import use_grouped_query_sdpa
 from ..models.checkpoint import load_model
 from ..models.lora import add_lora
 from ..models.spec import load_build_spec
 from .config import TrainConfig
+from .precision import frozen_llm_dtype, precision_of, store_frozen_llm_weights
 
 
 def base_checkpoint(config: TrainConfig) -> Path:
@@ -115,24 +117,34 @@ def prepare_model(config: TrainConfig, args):
     with args.main_process_first(desc="base checkpoint"):
         base = base_checkpoint(config)
     # Weights stay float32 (bf16: true is autocast, as transformers' Trainer does it): Adam updates of bf16 weights
-    # round away (a LayerNorm weight of 1.0 does not move by 1e-4), so a pure-bf16 model trains badly.
+    # round away (a LayerNorm weight of 1.0 does not move by 1e-4), so a pure-bf16 model trains badly. Frozen
+    # linear weights of the LLM never update: they are stored in the autocast dtype (train.precision).
     kwargs = {"quantization_config": quantization_config(config)} if config.quantization else {}
     model = load_model(base, **kwargs)
     processor = VideoLLMProcessor.from_pretrained(base)
     set_trainable(model, config)
+    llm = "qlora" if config.quantization else config.trainable.llm
+    stored = frozen_llm_dtype(precision_of(config.training), bool(config.training.get("deepspeed")), llm)
+    if stored:
+        store_frozen_llm_weights(model.language_model, stored)
+        own_weights(model)  # else the checkpoint file's float32 pages stay mapped beside the 16-bit copies
+    if config.attention:
+        model.language_model.set_attn_implementation(config.attention)
+        use_grouped_query_sdpa(model.language_model)  # sdpa: the grouped-query path the model loads with
     if config.quantization:
         keep_4bit_weights_trainable(model)
-        own_unquantized_weights(model)
+        own_weights(model)
         model._hf_peft_config_loaded = (
             True  # LoRA is attached: what transformers checks before training a quantized model
         )
     return model, processor, base
 
 
-def own_unquantized_weights(model: torch.nn.Module) -> None:
-    """Copy the weights bitsandbytes left unquantized (tower, projector, embeddings, norms, head) out of the
-    checkpoint file they still view, so that the file's mapping, all of it read while quantizing, is let go: the
-    bundled model under QLoRA holds 0.97 GiB resident after loading without this, 0.68 GiB with it."""
+def own_weights(model: torch.nn.Module) -> None:
+    """Copy the weights that still view the checkpoint file (transformers maps safetensors files and loads without
+    copying) into memory of their own, so that the file's mapping, all of it read while quantizing or casting, is let
+    go; bitsandbytes' quantized weights are their own already. The bundled model under QLoRA holds 0.97 GiB resident
+    after loading without this, 0.68 GiB with it."""
     with torch.no_grad():
         for param in model.parameters():
             if type(param) is torch.nn.Parameter:  # not a bitsandbytes Params4bit / Int8Params
