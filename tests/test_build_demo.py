@@ -1,5 +1,6 @@
 """scripts/build_demo_model.sh, shortened: the same steps (stills -> stage-0 tower -> clips -> frozen-tower video
-training -> parts bundle) with tiny parts: the video loss halves, and the bundle loads and answers the benchmark.
+training in two schedules -> parts bundle) with tiny parts: the video loss halves, the bundle is the second schedule's
+and it loads and answers the benchmark.
 (Accuracy is not asked of it: a tiny LLM learns little in 200 steps, and the full recipe does not yet reach its
 motion target either.)"""
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from vllm_i2v.data.shapes import write_split
 from vllm_i2v.eval import predict
@@ -41,6 +44,7 @@ def test_shortened_build_learns(tmp_path, parts):
         "STILLS": "256",
         "CLIPS": "240",
         "CANVAS": "64",
+        "MORE_STEPS": "20",
         "LLM": str(parts["llm"]),
         "TOWER_OVERRIDES": TINY_TOWER,
         "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
@@ -58,6 +62,12 @@ def test_shortened_build_learns(tmp_path, parts):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bundle" in done.stdout and (tmp_path / "bundle/README.md").is_file()
+    assert "second schedule (20 steps)" in done.stdout
+    first, second = (load_file(tmp_path / f"out/{run}/final/trainable.safetensors") for run in ("video", "video-more"))
+    bundled = load_file(tmp_path / "bundle/trainable.safetensors")
+    name = next(n for n in second if n.startswith("projector."))
+    torch.testing.assert_close(bundled[name].float(), second[name].float(), atol=1e-3, rtol=1e-3)  # the second's
+    assert not torch.allclose(first[name].float(), second[name].float(), atol=1e-3)  # which trained on
 
     losses = [
         h["loss"]
