@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train the rows of the README's science table (frozen versus adapted features), each with the bundled model's
 # video-stage recipe (configs/shapes/video.yaml) from the same stage-0 tower, but a shorter schedule (STEPS):
-#   meanpool  training-free: the tower as an IMAGE LLM (adapool with one time step, trained on stills only), which
-#             on a video sees its frames mean-pooled over time and has had no video training;
+#   meanpool  training-free: the tower as an IMAGE LLM (adapool with one time step, trained on stills only, of every
+#             colour-shape pair as the tower's were), which on a video sees its frames mean-pooled over time and has
+#             had no video training;
 #   adapool, stpool, mlp, qformer   the frozen tower with each projector;
 #   adapted   adapool with LoRA on the tower too (its features recomputed every step).
 # adapool and adapted are the bundled projector as it was when the table was measured: 2 global motion tokens in
@@ -37,7 +38,8 @@ for one in "${models[@]}"; do
   [[ -z "${PROJECTOR[$one]}" ]] || IFS=';' read -ra overrides <<< "${PROJECTOR[$one]}"
   [[ -f "$OUT-$one/base/config.json" ]] || vllm-i2v build configs/shapes/model.yaml "$OUT-$one/base" vision="$OUT/stage0/tower" "${overrides[@]}"
   if [[ $one == meanpool ]]; then  # an image LLM: stills with their questions, one per conversation
-    [[ -f "$DATA-stills/images.json" ]] || vllm-i2v data shapes "$DATA-stills" --images --count 12000 --seed 0 --single-turn
+    [[ -f "$DATA-stills/images.json" ]] || vllm-i2v data shapes "$DATA-stills" --images --every-pair --count 12000 --seed 0 \
+      --single-turn
     data=(data.train="$DATA-stills/images.json" data.video_root="$DATA-stills/images" feature_cache="$DATA-stills/features")
   elif [[ $one == adapted ]]; then  # the tower trains: no feature cache
     data=(data.train="$DATA/train.json" data.video_root="$DATA/videos" feature_cache=null trainable.vision=lora)
