@@ -20,21 +20,12 @@ import time
 import torch
 from readme_table import replace_block
 
-from vllm_i2v.models.attention import use_grouped_query_sdpa
+from vllm_i2v.models.attention import set_attention
 from vllm_i2v.train.config import load_train_config
-from vllm_i2v.train.precision import PRECISIONS, llm_linear_layers, precision_of
+from vllm_i2v.train.precision import PRECISIONS, precision_of, store_frozen_llm_weights
 from vllm_i2v.train.run import make_trainer
 
 VARIANTS = [(attention, stored) for attention in ("sdpa", "eager") for stored in ("float32", "16-bit")]
-
-
-def set_variant(llm: torch.nn.Module, attention: str, dtype: torch.dtype) -> None:
-    """Put ``llm`` on ``attention`` with its frozen linear weights stored in ``dtype``."""
-    llm.set_attn_implementation(attention)
-    use_grouped_query_sdpa(llm)
-    for layer in llm_linear_layers(llm):
-        if not layer.weight.requires_grad:
-            layer.weight.data = layer.weight.data.to(dtype)
 
 
 def main() -> None:
@@ -57,7 +48,8 @@ def main() -> None:
     dtypes = {"float32": torch.float32, "16-bit": PRECISIONS[precision]}
 
     def step(variant) -> tuple[float, float]:
-        set_variant(model.language_model, variant[0], dtypes[variant[1]])
+        set_attention(model.language_model, variant[0])
+        store_frozen_llm_weights(model.language_model, dtypes[variant[1]])
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=PRECISIONS[precision]):
             loss = model(**batch).loss

@@ -381,7 +381,7 @@ def step_activations(model, config, setup: Setup) -> StepActivations:
 
 def prepare_for_plan(model, setup: Setup) -> None:
     """Trainable flags, adapters and checkpointing on the meta model, as training would set them."""
-    from .models.attention import use_grouped_query_sdpa
+    from .models.attention import set_attention
     from .models.lora import add_lora
 
     model.requires_grad_(False)
@@ -397,8 +397,7 @@ def prepare_for_plan(model, setup: Setup) -> None:
     if setup.frozen_llm_dtype:
         store_frozen_llm_weights(model.language_model, setup.frozen_llm_dtype)
     if setup.attention:
-        model.language_model.set_attn_implementation(setup.attention)
-        use_grouped_query_sdpa(model.language_model)
+        set_attention(model.language_model, setup.attention)
     model.train()
     if setup.grad_ckpt:  # the recomputation in the backward pass runs outside the forward's mode: it gets its own
         dtype = PRECISIONS[setup.dtype]

@@ -40,6 +40,13 @@ def use_grouped_query_sdpa(llm: nn.Module) -> None:
         llm.set_attn_implementation(GROUPED_QUERY_SDPA)
 
 
+def set_attention(llm: nn.Module, implementation: str) -> None:
+    """Switch ``llm`` to the attention ``implementation`` transformers names (``eager``, ``sdpa``, ...), ``sdpa`` on
+    the grouped-query path the model loads with."""
+    llm.set_attn_implementation(implementation)
+    use_grouped_query_sdpa(llm)
+
+
 def takes_boolean_mask(llm: nn.Module) -> bool:
     """Whether ``llm``'s attention takes a boolean mask (True: attend) rather than an additive one."""
     return llm.config._attn_implementation in ("sdpa", GROUPED_QUERY_SDPA)

@@ -36,11 +36,8 @@ def llm_linear_layers(llm: nn.Module) -> Iterator[nn.Linear]:
             yield module
 
 
-def store_frozen_llm_weights(llm: nn.Module, dtype: torch.dtype) -> int:
-    """Store the weights of ``llm``'s frozen linear layers in ``dtype``; returns how many were cast."""
-    cast = 0
+def store_frozen_llm_weights(llm: nn.Module, dtype: torch.dtype) -> None:
+    """Store the weights of ``llm``'s frozen linear layers in ``dtype``."""
     for layer in llm_linear_layers(llm):
-        if not layer.weight.requires_grad and layer.weight.dtype != dtype:
+        if not layer.weight.requires_grad:
             layer.weight.data = layer.weight.data.to(dtype)
-            cast += 1
-    return cast

@@ -8,7 +8,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..models import VideoLLMProcessor, build_video_llm
-from ..models.attention import use_grouped_query_sdpa
+from ..models.attention import set_attention
 from ..models.checkpoint import load_model
 from ..models.lora import add_lora
 from ..models.spec import load_build_spec
@@ -129,8 +129,7 @@ def prepare_model(config: TrainConfig, args):
         store_frozen_llm_weights(model.language_model, stored)
         own_weights(model)  # else the checkpoint file's float32 pages stay mapped beside the 16-bit copies
     if config.attention:
-        model.language_model.set_attn_implementation(config.attention)
-        use_grouped_query_sdpa(model.language_model)  # sdpa: the grouped-query path the model loads with
+        set_attention(model.language_model, config.attention)
     if config.quantization:
         keep_4bit_weights_trainable(model)
         own_weights(model)
