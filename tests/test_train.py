@@ -24,6 +24,7 @@ from vllm_i2v.cli import main
 from vllm_i2v.errors import ConfigError
 from vllm_i2v.models import VideoLLMProcessor
 from vllm_i2v.models.checkpoint import export_parts, load_model, merge_checkpoint
+from vllm_i2v.plan import estimate, setup_from_training_config
 from vllm_i2v.train.config import load_train_config, training_arguments
 from vllm_i2v.train.feature_cache import tower_fingerprint
 from vllm_i2v.train.run import make_trainer, run_training
@@ -548,6 +549,30 @@ def test_parts_bundle_loads_like_its_checkpoint(tmp_path, saved_model, parts, da
     qlora_dir.mkdir()
     qlora = make_trainer(load_train_config(write_config(qlora_dir, bundle, dataset, quantization="nf4")))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in qlora.model.language_model.modules())  # QLoRA from a bundle
+
+
+def test_projector_changes_train_and_stay_with_the_checkpoint(tmp_path, build, parts, dataset):
+    """A weight-free projector setting changed on a trained checkpoint (adapool's grid): the plan counts the new
+    visual tokens, training feeds them, and the trained checkpoint and its bundle load with it; a change that would
+    alter the projector's weights is a one-line error."""
+    model, processor = build("adapool")  # grid [2, 2, 2]: 8 visual tokens for 4 frames on a 4x4 patch grid
+    start = tmp_path / "start"
+    model.save_pretrained(start)
+    processor.save_pretrained(start)
+    config = write_config(tmp_path, start, dataset, projector_changes={"grid": [2, 4, 4]}, training__max_steps=3)
+    source, setup = setup_from_training_config(config)
+    assert estimate(source, setup).tokens["per video"] == 32
+    final = run_training(config)
+    for checkpoint in (final, export_parts(final, tmp_path / "bundle", llm_source=str(parts["llm"]))):
+        trained = load_model(checkpoint)
+        assert trained.config.projector["grid"] == [2, 4, 4] and trained.projector.num_tokens(4) == 32
+        assert VideoLLMProcessor.from_pretrained(checkpoint).config.num_visual_tokens(4) == 32
+        assert not torch.equal(trained.projector.mlp[0].weight.float(), model.projector.mlp[0].weight.float())
+
+    changed = tmp_path / "weights"
+    changed.mkdir()
+    with pytest.raises(ConfigError, match=r"projector settings \{'cell_motion': True\} change its weights"):
+        run_training(write_config(changed, start, dataset, projector_changes={"cell_motion": True}))
 
 
 def test_overrides_read_exponent_floats_as_numbers():

@@ -62,6 +62,7 @@ class Setup:
     text_tokens: int = 128  # text around the visual tokens (prompt and answer)
     feature_cache: bool = False  # training reads cached tower features: the tower does not run
     attention: str | None = None  # the LLM's attention kernel in training (None: the checkpoint's, sdpa)
+    projector_changes: dict = field(default_factory=dict)  # settings training changes on the checkpoint's projector
 
     @property
     def frozen_llm_dtype(self) -> torch.dtype | None:
@@ -91,8 +92,8 @@ class Plan:
 
 
 def meta_model(source, setup: Setup | None = None):
-    """``(VideoLLM on the meta device, its config)`` for a checkpoint folder, a build spec, or the model of a
-    training config (whose settings fill ``setup`` where it came with none)."""
+    """``(VideoLLM on the meta device, its config)`` for a checkpoint folder or a build spec, its projector changed
+    as ``setup`` says training changes it."""
     from .models.configuration import VideoLLMConfig
     from .models.modeling import VideoLLM
     from .models.validity import check_checkpoint
@@ -107,6 +108,8 @@ def meta_model(source, setup: Setup | None = None):
         config = config_from_spec(path)
     else:
         raise ConfigError(f"{source}: not a checkpoint folder, a build spec or a training config (YAML)")
+    if setup is not None and setup.projector_changes:
+        config.projector = {**config.projector, **setup.projector_changes}
     with torch.device("meta"):
         model = VideoLLM(config)
     return model, config
@@ -168,7 +171,7 @@ def setup_of(config) -> tuple[str, Setup]:
         zero=zero,
         offload=offload,
         zero3_live=zero3_live,
-        llm="qlora" if config.quantization else config.trainable.llm,
+        llm=config.llm_mode,
         lora_r=int(config.lora.get("r", 16)),
         vision=config.trainable.vision,
         projector=config.trainable.projector,
@@ -176,6 +179,7 @@ def setup_of(config) -> tuple[str, Setup]:
         dtype=precision_of(training),
         feature_cache=bool(config.feature_cache),
         attention=config.attention,
+        projector_changes=dict(config.projector_changes),
     )
     return config.model or config.build, setup
 
@@ -461,7 +465,7 @@ def plan(source, setup: Setup, device_memory: int | None = None, search: bool = 
 
 def estimate(source, setup: Setup, device_memory: int | None = None) -> Plan:
     """Tokens, parameters and memory of ``source`` under ``setup`` (no search)."""
-    model, config = meta_model(source)
+    model, config = meta_model(source, setup)
     result = Plan(str(source), setup)
     context = config.context_length
     per_video = config.num_visual_tokens(setup.frames)
@@ -507,11 +511,11 @@ def largest_that_fits(source, setup: Setup, budget: int, cpu: bool = False) -> d
     The tower's activations grow with the frames (linearly), the rest of the step's with the batch linearly and with
     the sequence as a quadratic at most; measured on the meta model at three lengths and two batches, the search
     itself needs no further passes."""
-    model, config = meta_model(source)
+    model, config = meta_model(source, setup)
     states = sum(model_state_bytes(model, count_parameters(model, config, setup), setup).values())
 
     def step(text: int, batch: int) -> StepActivations:
-        model, config = meta_model(source)
+        model, config = meta_model(source, setup)
         return step_activations(model, config, dataclasses.replace(setup, batch=batch, text_tokens=text))
 
     visual = config.num_visual_tokens(setup.frames)

@@ -80,7 +80,12 @@ def load_model(path, **kwargs) -> VideoLLM:
         model = _load_parts(Path(path), index["base_parts"], kwargs.get("quantization_config"))
     else:
         model = load_model(index["base_checkpoint"], **kwargs)
-    attach_adapters(model, VideoLLMConfig.from_pretrained(path))
+    config = VideoLLMConfig.from_pretrained(path)
+    if (
+        config.projector != model.config.projector
+    ):  # changed in training (weight-free settings: VideoLLM.change_projector)
+        model.change_projector(config.projector)
+    attach_adapters(model, config)
     load_trainable(model, path)
     return model
 

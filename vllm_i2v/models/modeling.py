@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, GenerationConfig, P
 from transformers import initialization as init
 
 from ..atomic import respect_umask
-from ..errors import PromptError
+from ..errors import ConfigError, PromptError
 from .attention import takes_boolean_mask, use_grouped_query_sdpa
 from .configuration import VideoLLMConfig
 from .loading import check_loading_info
@@ -81,6 +81,27 @@ class VideoLLM(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+    def change_projector(self, settings: dict) -> None:
+        """Rebuild the projector under ``settings`` (its full settings, ``type`` included), keeping its weights: only
+        settings that leave the weights alone may change (e.g. adapool's pooled grid), else a one-line
+        :class:`ConfigError`."""
+        old = self.projector
+        new = build_projector(settings, self.config.feature_layout, vision_dim=old.vision_dim, llm_dim=old.llm_dim)
+        shapes = [{name: tuple(w.shape) for name, w in p.state_dict().items()} for p in (old, new)]
+        if shapes[0] != shapes[1]:
+            changed = {k: v for k, v in settings.items() if self.config.projector.get(k) != v}
+            reshaped = sorted(k for k in shapes[0].keys() | shapes[1].keys() if shapes[0].get(k) != shapes[1].get(k))
+            raise ConfigError(
+                f"projector settings {changed} change its weights ({', '.join(reshaped)}); a trained projector keeps "
+                "its weights, so only weight-free settings (e.g. adapool's grid) can change"
+            )
+        new.load_state_dict(old.state_dict())
+        weight = next(old.parameters(), None)
+        if weight is not None:
+            new.to(device=weight.device, dtype=weight.dtype).requires_grad_(weight.requires_grad)
+        self.projector = new
+        self.config.projector = dict(settings)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -115,6 +115,11 @@ class TrainConfig:
     projector_lr: float | None = knob(
         None, "the projector's own learning rate (default: training.learning_rate)", above=0
     )
+    projector_changes: dict = knob(
+        factory=dict,
+        doc="settings of the starting checkpoint's projector changed before training, weight-free ones only "
+        "(e.g. adapool's grid: [4, 7, 7]); the trained checkpoint keeps them",
+    )
     feature_cache: str | None = knob(None, "folder: frozen-tower features extracted once, read every epoch")
     attention: Literal["sdpa", "eager"] | None = knob(
         None,
@@ -127,6 +132,11 @@ class TrainConfig:
         keys=lambda _: TrainingArguments,
         implied=shown_defaults(TRAINING_DEFAULTS),
     )
+
+    @property
+    def llm_mode(self) -> str:
+        """How the LLM trains: frozen, lora, qlora (LoRA on the quantized LLM) or full."""
+        return "qlora" if self.quantization else self.trainable.llm
 
     def describe_trainable(self) -> str:
         parts = ["projector"] if self.trainable.projector else []

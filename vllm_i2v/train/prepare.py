@@ -121,10 +121,11 @@ def prepare_model(config: TrainConfig, args):
     # linear weights of the LLM never update: they are stored in the autocast dtype (train.precision).
     kwargs = {"quantization_config": quantization_config(config)} if config.quantization else {}
     model = load_model(base, **kwargs)
-    processor = VideoLLMProcessor.from_pretrained(base)
+    if config.projector_changes:
+        model.change_projector({**model.config.projector, **config.projector_changes})
+    processor = VideoLLMProcessor.from_pretrained(base, config=model.config)  # the visual tokens the model makes
     set_trainable(model, config)
-    llm = "qlora" if config.quantization else config.trainable.llm
-    stored = frozen_llm_dtype(precision_of(config.training), bool(config.training.get("deepspeed")), llm)
+    stored = frozen_llm_dtype(precision_of(config.training), bool(config.training.get("deepspeed")), config.llm_mode)
     if stored:
         store_frozen_llm_weights(model.language_model, stored)
         own_weights(model)  # else the checkpoint file's float32 pages stay mapped beside the 16-bit copies
