@@ -63,7 +63,9 @@ def test_shortened_build_learns(tmp_path, parts):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bundle" in done.stdout and (tmp_path / "bundle/README.md").is_file()
-    assert "second schedule (20 steps)" in done.stdout and "third schedule, every patch a token (20 steps)" in done.stdout
+    assert (
+        "second schedule (20 steps)" in done.stdout and "third schedule, every patch a token (20 steps)" in done.stdout
+    )
     first, second, third = (
         load_file(tmp_path / f"out/{run}/final/trainable.safetensors") for run in ("video", "video-more", "video-grid")
     )
