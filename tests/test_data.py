@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from PIL import Image
 from tiny import random_frames
 
 from vllm_i2v.cli import main
@@ -264,6 +265,22 @@ def test_check_names_every_bad_row(tmp_path, video_root, jsonl):
     assert "3 video not decodable" in report.summary(path)
     fast = check_file(path, video_root, decode=False)  # paths and text only: the undecodable files pass
     assert fast.bad_rows == len(BAD_ROWS) - 3 and "video not decodable" not in fast.kinds
+
+
+def test_check_finds_images_under_their_own_root(tmp_path, video_root, capsys):
+    """``--image-root``: a dataset of clips and stills kept in separate folders (LLaVA's video and image folders)."""
+    images = tmp_path / "stills"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(images / "a.png")
+    question = [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]
+    path = dump(
+        tmp_path / "joint.json", [LLAVA[1], *({"image": n, "conversations": question} for n in ("a.png", "b.png"))]
+    )
+    assert main(["data", "check", str(path), "--video-root", str(video_root), "--image-root", str(images)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}[2]: image 'b.png' not found under {images}",
+        f"{path}: 3 rows, 1 with problems (1 video path)",
+    ]
 
 
 def test_check_reads_past_bad_lines_and_bytes(tmp_path, video_root, capsys):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from ports import free_port
 from tiny import random_frames
 
@@ -573,6 +574,40 @@ def test_projector_changes_train_and_stay_with_the_checkpoint(tmp_path, build, p
     changed.mkdir()
     with pytest.raises(ConfigError, match=r"projector settings \{'cell_motion': True\} change its weights"):
         run_training(write_config(changed, start, dataset, projector_changes={"cell_motion": True}))
+
+
+def test_clips_and_stills_train_as_one_dataset(tmp_path, saved_model, dataset, capsys):
+    """``data.train`` as a list of files: the clips and, from their own folder (``data.image_root``), stills of the
+    same colours, trained as one dataset (joint image-video training); a missing file in the list is named."""
+    stills = tmp_path / "stills"
+    (stills / "images").mkdir(parents=True)
+    rows = []
+    for name, rgb in COLORS.items():
+        Image.fromarray(np.full((32, 32, 3), rgb, dtype=np.uint8)).save(stills / "images" / f"{name}.png")
+        question, answer = "<image>\nWhat color is the picture?", f"It is {name}."
+        rows.append({"image": f"{name}.png", "conversations": [_turn("human", question), _turn("gpt", answer)]})
+    (stills / "images.json").write_text(json.dumps(rows))
+    data = {
+        "train": [str(dataset / "train.json"), str(stills / "images.json")],
+        "video_root": str(dataset / "videos"),
+        "image_root": str(stills / "images"),
+        "num_frames": 4,
+        "sampler": "uniform",
+    }
+    config = write_config(
+        tmp_path, saved_model, dataset, data=data, feature_cache=str(tmp_path / "cache"), training__max_steps=2
+    )
+    final = run_training(config)
+    assert "'videos': 20, 'extracted': 20, 'cached': 0, 'failed': 0" in capsys.readouterr().out
+    assert yaml.safe_load((final.parent / "train_config.yaml").read_text())["data"]["train"] == data["train"]
+
+    data["train"] = [data["train"][0], str(stills / "missing.json")]
+    with pytest.raises(ConfigError, match=r"data.train: .*missing.json: no such file"):
+        load_train_config(write_config(tmp_path, saved_model, dataset, data=data))
+
+
+def _turn(speaker: str, text: str) -> dict:
+    return {"from": speaker, "value": text}
 
 
 def test_overrides_read_exponent_floats_as_numbers():

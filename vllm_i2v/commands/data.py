@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     )
     check.add_argument("file", help="dataset JSON or JSONL")
     check.add_argument("--video-root", default=None, help="folder every video path is relative to (and must stay in)")
+    check.add_argument(
+        "--image-root", default=None, help="folder every image path is relative to (default: the video root)"
+    )
     check.add_argument("--format", default="auto", choices=formats)
     check.add_argument(
         "--model", default=None, help="checkpoint whose context length and visual tokens to check against"
@@ -100,7 +103,15 @@ def run_check(args) -> int:
         from ..models import VideoLLMProcessor
 
         processor = VideoLLMProcessor.from_pretrained(args.model)
-    report = check_file(args.file, args.video_root, args.format, processor, args.frames, decode=not args.no_decode)
+    report = check_file(
+        args.file,
+        args.video_root,
+        args.format,
+        processor,
+        args.frames,
+        decode=not args.no_decode,
+        image_root=args.image_root,
+    )
     for line in report.problems:
         print(line)
     print(report.summary(args.file))

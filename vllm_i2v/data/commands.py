@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_text_atomic
 from ..errors import VllmI2VError
-from .formats import DataError, parse_record, read_records, resolve_inside, to_records
+from .formats import DataError, media_file, parse_record, read_records, to_records
 from .validate import Problem, check_length, check_sample
 
 
@@ -35,9 +35,16 @@ class CheckReport:
 
 
 def check_file(
-    path, video_root=None, fmt: str = "auto", processor=None, num_frames: int = 8, decode: bool = True
+    path,
+    video_root=None,
+    fmt: str = "auto",
+    processor=None,
+    num_frames: int = 8,
+    decode: bool = True,
+    image_root=None,
 ) -> CheckReport:
-    """Every problem of every row that training would skip, each line starting with the row's location.
+    """Every problem of every row that training would skip, each line starting with the row's location (files
+    under ``video_root``, images under ``image_root`` when one is given).
 
     With ``decode`` (default), ``num_frames`` frames of each row's video are decoded, as training does, so an
     empty, truncated or non-video file is found (each file once, however many rows name it).
@@ -47,7 +54,7 @@ def check_file(
     records = read_records(path)
     report = CheckReport(len(records))
     decoded: dict[Path, str | None] = {}  # file -> why it cannot be decoded (None: fine)
-    root = Path(video_root) if video_root else None
+    roots = tuple(Path(root) if root else None for root in (video_root, image_root))
     bar = tqdm(records, desc="checking rows", unit="row", dynamic_ncols=True, disable=not decode or len(records) < 50)
     for location, record in bar:
         try:
@@ -56,12 +63,12 @@ def check_file(
             report.problems.append(str(exc))
             report.kinds["unreadable row"] += 1
             continue
-        found = check_sample(sample, root)
+        found = check_sample(sample, roots[0], image_root=roots[1])
         if processor is not None and not found:
             too_long = check_length(sample, processor, num_frames)
             found += [too_long] if too_long else []
         if decode and not found and sample.visual is not None:
-            file = resolve_inside(root, sample.visual, location) if root else Path(sample.visual)
+            file = media_file(sample, *roots)
             if file not in decoded:
                 try:
                     read_video(file, UniformSampler(num_frames if sample.video is not None else 1), timeout=60)

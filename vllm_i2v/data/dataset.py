@@ -9,18 +9,20 @@ import torch
 
 from ..errors import VllmI2VError
 from ..video import FrameSampler, read_video
-from .formats import DataError, Sample, resolve_inside
+from .formats import DataError, Sample, media_file
 from .validate import check_sample
 
 logger = logging.getLogger(__name__)
 
 
-def usable_samples(samples: list[Sample], video_root: Path | None, strict: bool = False) -> list[Sample]:
+def usable_samples(
+    samples: list[Sample], video_root: Path | None, strict: bool = False, image_root: Path | None = None
+) -> list[Sample]:
     """The samples that pass :func:`check_sample`; bad ones are counted and logged, or with ``strict`` the first
     one is a :class:`DataError`."""
     good, bad = [], 0
     for sample in samples:
-        problems = check_sample(sample, video_root)
+        problems = check_sample(sample, video_root, image_root=image_root)
         if not problems:
             good.append(sample)
             continue
@@ -44,7 +46,8 @@ class VideoChatDataset(torch.utils.data.Dataset):
     ``independent_turns``: each exchange of a multi-turn row is trained as its own one-question conversation
     (:meth:`VideoLLMProcessor.branch_ids`). A row whose video fails to decode, or whose decoder hangs past
     ``decode_timeout`` seconds, is logged and replaced by the next row (a corrupt file costs one warning, not the
-    run); ``strict`` makes it an error.
+    run); ``strict`` makes it an error. Paths are relative to ``video_root``, an image's to ``image_root`` when
+    one is given.
     """
 
     def __init__(
@@ -58,9 +61,11 @@ class VideoChatDataset(torch.utils.data.Dataset):
         decode_timeout: float | None = 60.0,
         feature_cache=None,
         independent_turns: bool = False,
+        image_root=None,
     ):
         self.video_root = Path(video_root) if video_root is not None else None
-        self.samples = usable_samples(samples, self.video_root, strict)
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.samples = usable_samples(samples, self.video_root, strict, self.image_root)
         self.processor = processor
         self.sampler = sampler
         self.strict = strict
@@ -89,10 +94,8 @@ class VideoChatDataset(torch.utils.data.Dataset):
         raise DataError("no row of the dataset could be decoded")
 
     def video_path(self, sample: Sample) -> Path:
-        """The file of a row's video or image (inside the video root when one is set)."""
-        if self.video_root is None:
-            return Path(sample.visual)
-        return resolve_inside(self.video_root, sample.visual, sample.source)
+        """The file of a row's video or image (inside its root when one is set)."""
+        return media_file(sample, self.video_root, self.image_root)
 
     def encode(self, sample: Sample) -> dict:
         """One row: decoded frames (or cached vision features), tokens and labels."""

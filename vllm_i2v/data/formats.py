@@ -257,8 +257,18 @@ def find_video(root: Path, name: str) -> Path | None:
     return None
 
 
-def resolve_inside(root: Path, name: str, source: str) -> Path:
-    """The existing file ``name`` names under ``root``; a name that leads outside ``root`` is refused.
+def media_file(sample: Sample, video_root=None, image_root=None) -> Path:
+    """The file of a row's video or image: inside ``image_root`` for an image when one is given (a dataset that
+    keeps its stills apart from its clips, as LLaVA's image and video folders), else inside ``video_root``, else
+    the path as written."""
+    kind = "image" if sample.image is not None and image_root is not None else "video"
+    root = image_root if kind == "image" else video_root
+    return resolve_inside(Path(root), sample.visual, sample.source, kind) if root is not None else Path(sample.visual)
+
+
+def resolve_inside(root: Path, name: str, source: str, kind: str = "video") -> Path:
+    """The existing file ``name`` names under ``root`` (the ``kind`` root: video or image); a name that leads
+    outside ``root`` is refused.
 
     The check is on the path as written (absolute paths and ``..`` escapes are refused); symbolic links that a
     user placed inside the root are followed.
@@ -266,10 +276,10 @@ def resolve_inside(root: Path, name: str, source: str) -> Path:
     root = Path(os.path.abspath(root))
     target = Path(os.path.normpath(root / name))
     if not target.is_relative_to(root):
-        raise DataError(f"{source}: video {name!r} leads outside the video root {root}")
+        raise DataError(f"{source}: {kind} {name!r} leads outside the {kind} root {root}")
     if target == root:
-        raise DataError(f"{source}: video {name!r} names the video root itself, not a file in it")
+        raise DataError(f"{source}: {kind} {name!r} names the {kind} root itself, not a file in it")
     found = find_video(root, name)
     if found is None:
-        raise DataError(f"{source}: video {name!r} not found under {root}")
+        raise DataError(f"{source}: {kind} {name!r} not found under {root}")
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from .formats import DataError, Sample, resolve_inside
+from .formats import DataError, Sample, media_file
 
 PLACEHOLDERS = ("<video>", "<image>")
 
@@ -20,8 +20,11 @@ class Problem(NamedTuple):
         return self.text
 
 
-def check_sample(sample: Sample, video_root: Path | None, for_training: bool = True) -> list[Problem]:
-    """Problems of one sample (empty when it is usable), each a phrase without the location."""
+def check_sample(
+    sample: Sample, video_root: Path | None, for_training: bool = True, image_root: Path | None = None
+) -> list[Problem]:
+    """Problems of one sample (empty when it is usable), each a phrase without the location; its file is looked
+    for under its root (:func:`~vllm_i2v.data.formats.media_file`) when one is set."""
     problems = []
     messages = sample.messages
     if not messages:
@@ -46,9 +49,9 @@ def check_sample(sample: Sample, video_root: Path | None, for_training: bool = T
                     "placeholder count", f"{count} {placeholder} placeholders for a row with {has} {placeholder[1:-1]}"
                 )
             )
-    if sample.visual is not None and video_root is not None:
+    if sample.visual is not None and (video_root is not None or image_root is not None):
         try:
-            resolve_inside(video_root, sample.visual, sample.source)
+            media_file(sample, video_root, image_root)
         except DataError as exc:
             problems.append(Problem("video path", str(exc).removeprefix(f"{sample.source}: ")))
     return problems

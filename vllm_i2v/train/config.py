@@ -71,9 +71,14 @@ TRAINING_BOUNDS = {
 
 @dataclass
 class DataConfig:
-    train: str = knob("", "the training dataset file (LLaVA, Video-ChatGPT or VideoChat2 layout, JSON or JSONL)")
+    train: str | list = knob(
+        "", "the training dataset file (LLaVA, Video-ChatGPT or VideoChat2 layout, JSON or JSONL), or a list of them"
+    )
     eval: str | None = knob(None, "an evaluation dataset file, evaluated by the Trainer's eval_strategy")
     video_root: str | None = knob(None, "folder every video path is relative to (and must stay inside)")
+    image_root: str | None = knob(
+        None, "folder every image path is relative to (and must stay inside); default: video_root"
+    )
     format: Literal["auto", "llava", "vcg", "videochat2"] = knob("auto", "dataset layout; auto: found per row")
     num_frames: int = knob(8, "frames sampled per video", minimum=1)
     sampler: Literal["segments", "uniform", "fps"] = knob(
@@ -86,6 +91,11 @@ class DataConfig:
     independent_turns: bool = knob(
         False, "train each exchange of a multi-turn row as its own one-question conversation (sharing the prefix)"
     )
+
+    @property
+    def train_files(self) -> list[str]:
+        """``train`` as a list of dataset files (empty when none is named)."""
+        return self.train if isinstance(self.train, list) else [self.train] if self.train else []
 
 
 @dataclass
@@ -162,6 +172,8 @@ def load_train_config(path, overrides: list[str] = (), check_files: bool = True)
         problems.add("model/build", "name exactly one of model (a checkpoint) or build (a build spec)")
     if not config.data.train:
         problems.add("data.train", "a dataset file is required")
+    elif isinstance(config.data.train, list) and not all(isinstance(f, str) and f for f in config.data.train):
+        problems.add("data.train", f"a list of dataset files must hold file names only, got {config.data.train}")
     if config.quantization and config.trainable.llm != "lora":
         problems.add("quantization", "a quantized LLM (QLoRA) trains through LoRA: set trainable.llm: lora")
     trainable = config.trainable
@@ -222,9 +234,10 @@ def check_paths(config: TrainConfig, problems: Problems) -> None:
     from ..models.validity import check_checkpoint
 
     for key, value, kind in (
-        ("data.train", config.data.train, "file"),
+        *(("data.train", file, "file") for file in config.data.train_files),
         ("data.eval", config.data.eval, "file"),
         ("data.video_root", config.data.video_root, "folder"),
+        ("data.image_root", config.data.image_root, "folder"),
         ("build", config.build, "file"),
         ("training.deepspeed", config.training.get("deepspeed"), "file"),
     ):

@@ -31,19 +31,20 @@ def build_datasets(config: TrainConfig, processor, model, args):
     """Training (and evaluation) datasets; with a feature cache, the vision features are extracted first."""
     data = config.data
     datasets = []
-    for path, random_offset in ((data.train, data.random_offset), (data.eval, False)):
-        if not path:
+    for files, random_offset in ((data.train_files, data.random_offset), ([data.eval] if data.eval else [], False)):
+        if not files:
             datasets.append(None)
             continue
         sampler = make_sampler(data.sampler, data.num_frames, fps=data.fps, random_offset=random_offset)
         dataset = VideoChatDataset(
-            load_samples(path, data.format),
+            [sample for path in files for sample in load_samples(path, data.format)],
             processor,
             data.video_root,
             sampler,
             strict=data.strict,
             decode_timeout=data.decode_timeout,
             independent_turns=data.independent_turns,
+            image_root=data.image_root,
         )
         if config.feature_cache:
             dataset.feature_cache = fill_feature_cache(config, dataset, model, args)
