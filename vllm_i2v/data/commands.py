@@ -54,7 +54,7 @@ def check_file(
     records = read_records(path)
     report = CheckReport(len(records))
     decoded: dict[Path, str | None] = {}  # file -> why it cannot be decoded (None: fine)
-    roots = tuple(Path(root) if root else None for root in (video_root, image_root))
+    video_dir, image_dir = (Path(root) if root else None for root in (video_root, image_root))
     bar = tqdm(records, desc="checking rows", unit="row", dynamic_ncols=True, disable=not decode or len(records) < 50)
     for location, record in bar:
         try:
@@ -63,12 +63,12 @@ def check_file(
             report.problems.append(str(exc))
             report.kinds["unreadable row"] += 1
             continue
-        found = check_sample(sample, roots[0], image_root=roots[1])
+        found = check_sample(sample, video_dir, image_root=image_dir)
         if processor is not None and not found:
             too_long = check_length(sample, processor, num_frames)
             found += [too_long] if too_long else []
         if decode and not found and sample.visual is not None:
-            file = media_file(sample, *roots)
+            file = media_file(sample, video_dir, image_dir)
             if file not in decoded:
                 try:
                     read_video(file, UniformSampler(num_frames if sample.video is not None else 1), timeout=60)
