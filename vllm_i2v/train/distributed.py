@@ -27,3 +27,12 @@ def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def leave_process_group() -> None:
+    """End this rank's part in the process group, every rank together, so its communication threads are joined
+    before the interpreter exits (left running, one can abort the rank at exit: "terminate called without an
+    active exception"). A no-op in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -21,7 +21,7 @@ from ..data import VideoChatDataset, load_samples
 from ..models.checkpoint import merge_checkpoint
 from ..video import make_sampler
 from .config import TrainConfig, load_train_config, training_arguments
-from .distributed import barrier, gathered
+from .distributed import barrier, gathered, leave_process_group
 from .feature_cache import FeatureCache, extract_features, tower_fingerprint
 from .prepare import expected_trainable, parameter_report, prepare_model
 from .trainer import MetricsProgressCallback, TrainabilityCheck, VideoTrainer
@@ -126,4 +126,5 @@ def run_training(config_path, overrides: list[str] = (), force: bool = False) ->
         if config.save_full:
             merge_checkpoint(final, output_dir / "final-merged")
         print(f"saved {final}", flush=True)
+    leave_process_group()
     return final
