@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from . import logs
 
-    logs.configure(show_all=getattr(args, "verbose", False))
+    logs.configure(show_all=getattr(args, "verbose", False), imports_deepspeed=getattr(args, "imports_deepspeed", True))
     try:
         return args.run(args) or 0
     except VllmI2VError as exc:

@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     add_chat_model_args(parser)
     parser.add_argument("--question", action="append", default=None, help="ask this and print the answer (repeatable)")
     parser.add_argument("--json", action="store_true", help="with --question: print the turns as one JSON document")
+    parser.set_defaults(imports_deepspeed=False)  # loading and answering never import it: a faster cold start
 
 
 def run(args) -> int:
