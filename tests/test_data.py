@@ -279,7 +279,7 @@ def test_check_finds_images_under_their_own_root(tmp_path, video_root, capsys):
     assert main(["data", "check", str(path), "--video-root", str(video_root), "--image-root", str(images)]) == 1
     assert capsys.readouterr().out.splitlines() == [
         f"{path}[2]: image 'b.png' not found under {images}",
-        f"{path}: 3 rows, 1 with problems (1 video path)",
+        f"{path}: 3 rows, 1 with problems (1 image path)",
     ]
 
 

@@ -578,7 +578,8 @@ def test_projector_changes_train_and_stay_with_the_checkpoint(tmp_path, build, p
 
 def test_clips_and_stills_train_as_one_dataset(tmp_path, saved_model, dataset, capsys):
     """``data.train`` as a list of files: the clips and, from their own folder (``data.image_root``), stills of the
-    same colours, trained as one dataset (joint image-video training); a missing file in the list is named."""
+    same colours, trained as one dataset (joint image-video training), length-grouped by each kind's visual tokens;
+    a missing file in the list is named."""
     stills = tmp_path / "stills"
     (stills / "images").mkdir(parents=True)
     rows = []
@@ -600,6 +601,12 @@ def test_clips_and_stills_train_as_one_dataset(tmp_path, saved_model, dataset, c
     final = run_training(config)
     assert "'videos': 20, 'extracted': 20, 'cached': 0, 'failed': 0" in capsys.readouterr().out
     assert yaml.safe_load((final.parent / "train_config.yaml").read_text())["data"]["train"] == data["train"]
+    # length grouping counts a still at one frame's visual tokens, a clip at its frames'
+    rows = make_trainer(load_train_config(config)).train_dataset
+    tokens = rows.processor.config.num_visual_tokens
+    assert tokens(4) > tokens(1)
+    text = [sum(len(m["content"]) for m in s.messages) // 4 for s in rows.samples]
+    assert rows.lengths() == [n + tokens(4 if s.video else 1) for n, s in zip(text, rows.samples)]
 
     data["train"] = [data["train"][0], str(stills / "missing.json")]
     with pytest.raises(ConfigError, match=r"data.train: .*missing.json: no such file"):

@@ -76,7 +76,7 @@ def check_file(
                 except VllmI2VError as exc:
                     decoded[file] = str(exc)
             if decoded[file]:
-                found.append(Problem("video not decodable", decoded[file]))
+                found.append(Problem(f"{sample.media} not decodable", decoded[file]))
         report.problems += [f"{location}: {p}" for p in found]
         report.kinds.update({p.kind for p in found})
     return report

@@ -79,8 +79,14 @@ class VideoChatDataset(torch.utils.data.Dataset):
 
     def lengths(self) -> list[int]:
         """Approximate token length of each row (text characters / 4 + visual tokens), for length grouping."""
-        visual = self.processor.config.num_visual_tokens(getattr(self.sampler, "num_frames", 8))
-        return [sum(len(m["content"]) for m in s.messages) // 4 + (visual if s.visual else 0) for s in self.samples]
+        config = self.processor.config
+        video_tokens = config.num_visual_tokens(getattr(self.sampler, "num_frames", 8))
+        image_tokens = config.num_visual_tokens(1)
+        return [
+            sum(len(m["content"]) for m in s.messages) // 4
+            + (video_tokens if s.video else image_tokens if s.image else 0)
+            for s in self.samples
+        ]
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(len(self.samples)):

@@ -48,6 +48,11 @@ class Sample:
     def visual(self) -> str | None:
         return self.video or self.image
 
+    @property
+    def media(self) -> str | None:
+        """What the row is about: "video", "image", or None for a text-only row."""
+        return "video" if self.video is not None else "image" if self.image is not None else None
+
 
 def detect_format(record: dict) -> str:
     """The layout of one record: ``llava``, ``videochat2`` or ``vcg``."""

@@ -53,7 +53,7 @@ def check_sample(
         try:
             media_file(sample, video_root, image_root)
         except DataError as exc:
-            problems.append(Problem("video path", str(exc).removeprefix(f"{sample.source}: ")))
+            problems.append(Problem(f"{sample.media} path", str(exc).removeprefix(f"{sample.source}: ")))
     return problems
 
 
