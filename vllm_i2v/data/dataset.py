@@ -80,13 +80,12 @@ class VideoChatDataset(torch.utils.data.Dataset):
     def lengths(self) -> list[int]:
         """Approximate token length of each row (text characters / 4 + visual tokens), for length grouping."""
         config = self.processor.config
-        video_tokens = config.num_visual_tokens(getattr(self.sampler, "num_frames", 8))
-        image_tokens = config.num_visual_tokens(1)
-        return [
-            sum(len(m["content"]) for m in s.messages) // 4
-            + (video_tokens if s.video else image_tokens if s.image else 0)
-            for s in self.samples
-        ]
+        visual = {
+            "video": config.num_visual_tokens(getattr(self.sampler, "num_frames", 8)),
+            "image": config.num_visual_tokens(1),
+            None: 0,
+        }
+        return [sum(len(m["content"]) for m in s.messages) // 4 + visual[s.media] for s in self.samples]
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(len(self.samples)):
