@@ -24,11 +24,11 @@ def test_same_seed_same_world():
     assert scene_for(8, 3).questions != a.questions or scene_for(8, 3).caption() != a.caption()
 
 
-@pytest.mark.parametrize("index", range(12))
-def test_scenes_meet_the_spec(index):
-    scene = scene_for(0, index, "train")
+@pytest.mark.parametrize("split,index", [("train", i) for i in range(12)] + [("together", i) for i in range(4)])
+def test_scenes_meet_the_spec(split, index):
+    scene = scene_for(0, index, split)
     assert TRAIN_DURATIONS[0] <= scene.duration <= TRAIN_DURATIONS[1] and scene.fps == FPS
-    assert 1 <= len(scene.objects) <= 3 and 0 <= scene.background <= 64
+    assert (2 if split == "together" else 1) <= len(scene.objects) <= 3 and 0 <= scene.background <= 64
     assert len({o.shape for o in scene.objects}) == len({o.color for o in scene.objects}) == len(scene.objects)
     frames = np.stack(list(scene.frames()))
     for obj in scene.objects:
@@ -83,6 +83,10 @@ def test_held_out_splits():
     for index in range(60):
         combos = {(o.color, o.shape) for o in scene_for(0, index, "train").objects}
         assert not combos & HELD_OUT_COMBOS
+    for index in range(40):  # together: training pairs, every object in view from the first frame
+        objects = scene_for(0, index, "together").objects
+        assert len(objects) >= 2 and all(o.enter == 0 for o in objects)
+        assert not {(o.color, o.shape) for o in objects} & HELD_OUT_COMBOS
     for index in range(20):
         assert {(o.color, o.shape) for o in scene_for(0, index, "heldout-combos").objects} & HELD_OUT_COMBOS
         assert scene_for(0, index, "long").duration >= LONG_DURATIONS[0] > TRAIN_DURATIONS[1]

@@ -68,11 +68,12 @@ def register(subparsers) -> None:
         "write a split of the synthetic shapes world (clips or stills, with QA)",
         "Write shapes-world clips (mp4) or stills (png) with captions and QA (attribute, counting, motion, temporal "
         "order, caption), deterministic from the seed. Splits: train, test, heldout-combos (colour-shape pairs no "
-        "training clip shows), long (clips longer than any training clip).",
+        "training clip shows), long (clips longer than any training clip), together (training clips of 2-3 objects all "
+        "in view from the first frame).",
         "vllm-i2v data shapes data/shapes --split train --count 2000 --seed 0",
     )
     shapes.add_argument("out", help="output folder")
-    shapes.add_argument("--split", default="train", choices=["train", "test", "heldout-combos", "long"])
+    shapes.add_argument("--split", default="train", choices=["train", "test", "heldout-combos", "long", "together"])
     shapes.add_argument("--count", type=int, default=100, help="scenes to write")
     shapes.add_argument("--seed", type=int, default=0)
     shapes.add_argument(

@@ -8,6 +8,9 @@ speed (left, right, up or down) over at least 40% of the canvas, and may enter a
 come with a caption and QA of five types: attribute, counting, motion (direction; moving or still), temporal
 order, and a free caption.
 
+A ``together`` split draws training clips of 2–3 objects all in view from the first frame: no object enters late,
+so which colour goes with which shape cannot be read off when each appears, only off where it is.
+
 Held-out splits: ``HELD_OUT_COMBOS`` (colour–shape pairs never in a training clip) and clips longer than any
 training clip (``LONG_DURATIONS``). Stills show the training pairs, or with ``every_pair`` every pair: the image
 world then stands for what an image-pretrained encoder has seen, and the held-out pairs test whether the video stage
@@ -179,11 +182,13 @@ def sample_scene(
 ) -> Scene:
     """One random scene. ``split``: ``train`` / ``test`` (seen combinations, training durations),
     ``heldout-combos`` (at least one object of an unseen colour–shape pair), ``long`` (clips of 7–8 s),
-    ``every-pair`` (every colour–shape pair, the held-out ones too).
+    ``every-pair`` (every colour–shape pair, the held-out ones too), ``together`` (training pairs and durations,
+    2–3 objects, all in view from the first frame).
     ``every_object``: see :func:`questions` (the scene itself is the same either way)."""
     durations = LONG_DURATIONS if split == "long" else TRAIN_DURATIONS
     duration = float(rng.uniform(*durations)) if video else 0.0
-    count = int(rng.integers(1, 4))
+    together = split == "together"
+    count = int(rng.integers(2 if together else 1, 4))
     objects: list[ShapeObject] = []
     seen = _combos("every-pair" if split == "every-pair" else "train")
     pool = _combos("heldout-combos") if split == "heldout-combos" else seen  # there the first object is unseen
@@ -195,19 +200,21 @@ def sample_scene(
             break
         color, shape = choices[int(rng.integers(len(choices)))]
         pool = seen
-        objects.append(_sample_object(rng, color, shape, duration, canvas, objects))
+        objects.append(_sample_object(rng, color, shape, duration, canvas, objects, late_entries=not together))
     scene = Scene(canvas=canvas, background=int(rng.integers(0, 65)), objects=objects, duration=duration)
     scene.questions = questions(scene, rng, every_object)
     return scene
 
 
-def _sample_object(rng, color: str, shape: str, duration: float, canvas: int, others: list[ShapeObject]) -> ShapeObject:
+def _sample_object(
+    rng, color: str, shape: str, duration: float, canvas: int, others: list[ShapeObject], late_entries: bool = True
+) -> ShapeObject:
     size = int(rng.uniform(0.20, 0.30) * canvas)
     rgb = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in COLORS[color])
     moving = duration > 0 and rng.random() < 0.6
     enter = 0.0
     latest_others = max((o.enter for o in others), default=0.0)
-    if duration > 0 and others and rng.random() < 0.7 and latest_others + 0.5 <= duration / 2:
+    if late_entries and duration > 0 and others and rng.random() < 0.7 and latest_others + 0.5 <= duration / 2:
         enter = round(float(rng.uniform(latest_others + 0.5, duration / 2)), 3)  # late: ≥ 0.5 s after the others
     span = canvas - size
     for _ in range(50):  # place it away from the others where possible
@@ -305,7 +312,9 @@ def scene_for(
 ) -> Scene:
     """Scene ``index`` of a split, reproducible from ``seed`` alone (splits draw from separate streams). A still
     (``video`` false) shows training pairs, or with ``every_pair`` any colour–shape pair."""
-    stream = {"train": 0, "test": 1, "heldout-combos": 2, "long": 3, "images": 4}[split if video else "images"]
+    stream = {"train": 0, "test": 1, "heldout-combos": 2, "long": 3, "images": 4, "together": 5}[
+        split if video else "images"
+    ]
     rng = np.random.default_rng([seed, stream, index])
     pairs = split if video else ("every-pair" if every_pair else "train")
     return sample_scene(rng, pairs, video=video, canvas=canvas, every_object=every_object)
