@@ -6,8 +6,7 @@
 #             had no video training;
 #   adapool, stpool, mlp, qformer   the frozen tower with each projector;
 #   adapted   adapool with LoRA on the tower too (its features recomputed every step).
-# adapool and adapted are the bundled projector as it was when the table was measured: 2 global motion tokens in
-# place of each cell's own motion (cell_motion); the table's last row, the bundle itself, has cell motion.
+# adapool and adapted are the bundled projector (configs/shapes/model.yaml: 4x3x3 cells, each with its own motion).
 #
 #   scripts/build_demo_model.sh                       # first: the stage-0 tower and the data
 #   scripts/shapes_projectors.sh meanpool adapool stpool mlp qformer adapted
@@ -21,11 +20,10 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-data/shapes}
 OUT=${OUT:-outputs/shapes}
 STEPS=${STEPS:-250}
-GLOBAL_MOTION="projector.cell_motion=false;projector.motion_tokens=true"
 declare -A PROJECTOR=(
   [meanpool]="projector.grid=[1,3,3];projector.cell_motion=false"  # ; separates overrides
-  [adapool]="$GLOBAL_MOTION"
-  [adapted]="$GLOBAL_MOTION"
+  [adapool]=""
+  [adapted]=""
   [stpool]="projector={type: stpool}"
   [mlp]="projector={type: mlp, pool_stride: 2}"
   [qformer]="projector={type: qformer, num_queries: 32, hidden_size: 192, num_heads: 3, intermediate_size: 768}"

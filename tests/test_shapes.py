@@ -9,7 +9,16 @@ import pytest
 
 from vllm_i2v.cli import main
 from vllm_i2v.data import load_samples
-from vllm_i2v.data.shapes import COLORS, FPS, HELD_OUT_COMBOS, LONG_DURATIONS, TRAIN_DURATIONS, ShapeObject, scene_for
+from vllm_i2v.data.shapes import (
+    COLORS,
+    FPS,
+    HELD_OUT_COMBOS,
+    LONG_DURATIONS,
+    TRAIN_DURATIONS,
+    ShapeObject,
+    scene_for,
+    write_split,
+)
 from vllm_i2v.video import UniformSampler, read_video
 
 
@@ -133,6 +142,34 @@ def test_every_pair_stills_from_the_cli(tmp_path, capsys):
     assert "--every-pair is for stills" in capsys.readouterr().err
 
 
+def test_still_regions_box_their_objects(tmp_path):
+    """Each still's rows carry its objects' region descriptions (Visual Genome's x, y, width, height, phrase): the
+    box holds every pixel of that object's colour, and its edges touch them."""
+    write_split(tmp_path, "train", 12, seed=0, video=False, every_pair=True)
+    rows = json.loads((tmp_path / "images.json").read_text())
+    assert sum(len(row["regions"]) for row in rows) > len(rows)  # some stills hold several objects
+    for index, row in enumerate(rows):
+        scene = scene_for(0, index, video=False, every_pair=True)
+        frame = scene.render()
+        assert [r["phrase"] for r in row["regions"]] == [f"a {o.name}" for o in scene.objects]
+        for region, obj in zip(row["regions"], scene.objects):
+            ys, xs = np.nonzero(color_mask(frame, obj.rgb))
+            x0, y0 = region["x"], region["y"]
+            x1, y1 = x0 + region["width"], y0 + region["height"]
+            assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1, (row["image"], region)
+            if obj.shape in ("square", "circle"):  # shapes that reach every side of their box (unless occluded)
+                assert min(xs.min() - x0, x1 - 1 - xs.max(), ys.min() - y0, y1 - 1 - ys.max()) <= 1
+    stills = ["data", "shapes", "--images", "--every-pair", "--count", "12"]
+    assert main([*stills, str(tmp_path / "named")]) == 0
+    assert main([*stills, str(tmp_path / "apart"), "--region-naming", "color", "shape"]) == 0
+    named, apart = (json.loads((tmp_path / f"{d}/images.json").read_text()) for d in ("named", "apart"))
+    assert named == rows
+    for index, row in enumerate(apart):
+        objects = scene_for(0, index, video=False, every_pair=True).objects
+        phrases = [phrase for o in objects for phrase in (f"a {o.color} object", f"a {o.shape}")]
+        assert [r["phrase"] for r in row["regions"]] == phrases
+
+
 def test_captions_read_as_sentences():
     still = next(scene_for(99, i, video=False) for i in range(50) if len(scene_for(99, i, video=False).objects) == 2)
     a, b = (f"{o.color} {o.shape} {o.place(still.canvas)}" for o in still.objects)
@@ -144,8 +181,8 @@ def test_captions_read_as_sentences():
 
 
 def test_shapes_probe_reads_colour_and_shape_off_the_bundled_tower():
-    """scripts/shapes_probe.py on the bundle's tower: probes fitted on seen pairs read a lone still's colour and shape
-    (the table prints one row per tower, each cell a percentage)."""
+    """scripts/shapes_probe.py on the bundle's tower: probes fitted on seen pairs read colour and shape off a lone
+    still's features and off each object's own patches (one row per tower and reading, each cell a percentage)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -154,12 +191,17 @@ def test_shapes_probe_reads_colour_and_shape_off_the_bundled_tower():
     tower = root / "vllm_i2v/bundled/shapes-smollm2/tower"
     script = [sys.executable, str(root / "scripts/shapes_probe.py"), "--tower", str(tower), "--stills", "240"]
     result = subprocess.run(script, capture_output=True, text=True, timeout=300, check=True)
-    header, _, row = result.stdout.strip().splitlines()
-    cells = dict(zip(header.strip("|").split("|")[1:], row.strip("|").split("|")[1:]))
-    cells = {name.strip(): float(value) for name, value in cells.items()}
-    assert set(cells) == {f"{a}, {b} pairs" for a in ("colour", "shape") for b in ("seen", "held-out")}
-    assert cells["colour, seen pairs"] >= 90 and cells["shape, seen pairs"] >= 90
-    assert all(0 <= value <= 100 for value in cells.values())
+    header, _, *rows = result.stdout.strip().splitlines()
+    names = [name.strip() for name in header.strip("|").split("|")[2:]]
+    assert names[:4] == [f"{a}, {b} pairs" for a in ("colour", "shape") for b in ("seen", "held-out")]
+    readings = {}
+    for row in rows:
+        _, reading, *cells = (cell.strip() for cell in row.strip("|").split("|"))
+        readings[reading] = dict(zip(names, map(float, cells)))
+    assert set(readings) == {"whole still", "each object"}
+    for cells in readings.values():
+        assert cells["colour, seen pairs"] >= 90 and cells["shape, seen pairs"] >= 80
+        assert all(0 <= value <= 100 for value in cells.values())
 
 
 def test_files_drawn_otherwise_are_an_error_not_kept(tmp_path, capsys):

@@ -86,6 +86,14 @@ def register(subparsers) -> None:
         action="store_true",
         help="stills of every colour-shape pair, the held-out ones too (default: the training pairs only)",
     )
+    shapes.add_argument(
+        "--region-naming",
+        nargs="+",
+        default=["both"],
+        choices=["both", "color", "shape"],
+        help="stills: what each object's region phrases name, one region per naming (a red square, a red object, "
+        "a square; stage 0's region_weight reads them)",
+    )
     shapes.add_argument("--canvas", type=int, default=224, help="frame side in pixels")
     shapes.add_argument("--single-turn", action="store_true", help="one conversation per question, not one per clip")
     shapes.add_argument(
@@ -144,5 +152,6 @@ def run_shapes(args) -> None:
         single_turn=args.single_turn,
         every_object=args.every_object,
         every_pair=args.every_pair,
+        region_namings=args.region_naming,
     )
     print(f"{args.out}: {args.count} {'stills' if args.images else args.split + ' clips'}; questions {counts}")

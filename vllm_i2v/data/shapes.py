@@ -105,6 +105,18 @@ class Scene:
         """Every frame of the clip, in order (a generator, so long clips need not sit in memory)."""
         return (self.render(i / self.fps) for i in range(self.num_frames))
 
+    def regions(self, namings: tuple[str, ...] = ("both",)) -> list[dict]:
+        """A still's objects as region descriptions in Visual Genome's layout: each one's box (pixels, clipped to
+        the canvas) with a phrase per naming in ``namings``, naming it as :meth:`caption` does (``both``: "a red
+        square", ``color``: "a red object", ``shape``: "a square")."""
+        out = []
+        for obj in self.objects:
+            (x, right), (y, bottom) = ((max(c, 0), min(c + obj.size, self.canvas)) for c in map(round, obj.start))
+            for naming in namings:
+                phrase = {"both": obj.name, "color": f"{obj.color} object", "shape": obj.shape}[naming]
+                out.append({"x": x, "y": y, "width": right - x, "height": bottom - y, "phrase": f"a {phrase}"})
+        return out
+
     def caption(self, naming: str = "both") -> str:
         """One sentence naming every object and what it does, in order of appearance. A still's caption says where
         each object is and names it by ``naming``: ``both`` (a red square), ``color`` (a red object) or ``shape``
@@ -365,13 +377,15 @@ def write_split(
     single_turn: bool = False,
     every_object: bool = False,
     every_pair: bool = False,
+    region_namings: tuple[str, ...] = ("both",),
 ) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
     (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
     ``single_turn`` one conversation per question, so no answer can be read off an earlier turn) and
     ``{split}_qa.json`` (one row per question with its type, for evaluation). ``every_object``: questions about
     each object (:func:`questions`), for training. ``every_pair``: stills of any colour–shape pair, the held-out
-    ones too (:func:`scene_for`). Existing clips are kept, so an interrupted run resumes; the
+    ones too (:func:`scene_for`). A still's row also lists its objects' regions, each named in each of
+    ``region_namings`` (:meth:`Scene.regions`). Existing clips are kept, so an interrupted run resumes; the
     same seed writes the same files, and ``{split}_scenes.json`` records how they were drawn, so that files drawn
     otherwise (another seed, canvas or set of pairs) are an error, not kept beside captions they do not show.
     Returns counts per question type."""
@@ -400,17 +414,18 @@ def write_split(
             else:
                 Image.fromarray(scene.render()).save(media / relative)
         key = "video" if video else "image"
+        regions = {} if video else {"regions": scene.regions(tuple(region_namings))}
         turns = []
         for n, qa in enumerate(scene.questions):
             prefix = f"<{key}>\n" if n == 0 or single_turn else ""
             turn = [{"from": "human", "value": prefix + qa["question"]}, {"from": "gpt", "value": qa["answer"]}]
             if single_turn:
-                conversations.append({"id": f"{name}_{index:05d}_{n}", key: relative, "conversations": turn})
+                conversations.append({"id": f"{name}_{index:05d}_{n}", key: relative, "conversations": turn, **regions})
             turns += turn
             rows.append({"id": f"{name}_{index:05d}_{n}", key: relative, **qa})
             counts[qa["type"]] = counts.get(qa["type"], 0) + 1
         if not single_turn:
-            conversations.append({"id": f"{name}_{index:05d}", key: relative, "conversations": turns})
+            conversations.append({"id": f"{name}_{index:05d}", key: relative, "conversations": turns, **regions})
     write_text_atomic(out_dir / f"{name}.json", json.dumps(conversations, indent=1) + "\n")
     write_text_atomic(out_dir / f"{name}_qa.json", json.dumps(rows, indent=1) + "\n")
     return counts

@@ -141,6 +141,19 @@ class FramePreprocessor:
             x = (x - mean) / std
         return x.contiguous()
 
+    def map_box(self, box, height: int, width: int) -> tuple[float, float, float, float]:
+        """A box ``(x0, y0, x1, y1)`` in pixels of a ``height`` x ``width`` frame, in pixels of that frame
+        preprocessed (resized, then center-cropped, as ``__call__`` does), clipped to it."""
+        out_h, out_w = self._resized_size(height, width) if self.spec.resize else (height, width)
+        x0, y0, x1, y1 = (float(v) * scale for v, scale in zip(box, (out_w / width, out_h / height) * 2))
+        if self.spec.crop:  # as _center_crop: padded to the crop where smaller, then its centre kept
+            crop_h, crop_w = int(self.spec.crop["height"]), int(self.spec.crop["width"])
+            pad_h, pad_w = max(crop_h - out_h, 0), max(crop_w - out_w, 0)
+            dy = pad_h // 2 - (out_h + pad_h - crop_h) // 2
+            dx = pad_w // 2 - (out_w + pad_w - crop_w) // 2
+            x0, y0, x1, y1, out_h, out_w = x0 + dx, y0 + dy, x1 + dx, y1 + dy, crop_h, crop_w
+        return max(x0, 0.0), max(y0, 0.0), min(x1, float(out_w)), min(y1, float(out_h))
+
     def _resized_size(self, height: int, width: int) -> tuple[int, int]:
         resize = self.spec.resize
         if "shortest_edge" in resize:
