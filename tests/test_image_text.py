@@ -141,6 +141,9 @@ def test_regions_reach_the_loss(tmp_path, capsys):
         scale = model.logit_scale.exp()
         regions = clip_loss(model.embed(pooled), batch["region_embeds"][keep], batch["region_ids"][keep], scale)
     assert torch.allclose(total, images_only + 0.5 * regions)
+    no_regions = {**batch, "region_ids": torch.full_like(batch["region_ids"], -1)}  # rows listing none
+    with torch.no_grad():
+        assert torch.equal(model(**no_regions)["loss"], images_only)
 
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps([{k: v for k, v in row.items() if k != "regions"} for row in rows]))
