@@ -25,7 +25,7 @@ from tqdm import tqdm
 from vllm_i2v.data.shapes import COLORS, HELD_OUT_COMBOS, SHAPES, scene_for
 from vllm_i2v.models.preprocess import FramePreprocessor
 from vllm_i2v.models.vision import VisionTower, feature_geometry, load_pretrained_vision
-from vllm_i2v.train.image_text import region_pooling
+from vllm_i2v.train.image_text import pool_region
 
 READINGS = ("whole still", "each object")
 COLUMNS = (
@@ -64,11 +64,7 @@ def object_features(tower_dir: str, scenes: list, reading: str, batch: int = 64)
                 objects.append(scene.objects[0])
                 continue
             for region, obj in zip(scene.regions(), scene.objects):
-                box = (region["x"], region["y"], region["x"] + region["width"], region["y"] + region["height"])
-                pooling = region_pooling(
-                    preprocess.map_box(box, scene.canvas, scene.canvas), preprocess.output_size, grid
-                )
-                rows.append(pooling @ patches)
+                rows.append(pool_region(region, scene.canvas, scene.canvas, preprocess, grid) @ patches)
                 objects.append(obj)
     return torch.stack(rows), objects
 

@@ -119,18 +119,10 @@ def test_regions_reach_the_loss(tmp_path, capsys):
     batch = {k: torch.stack([data[i][k] for i in range(len(data))]) for k in item}
 
     torch.manual_seed(0)
+    from tiny import VISION
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    vision = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        )
-    )
+    vision = CLIPVisionModel(CLIPVisionConfig(**VISION))  # 32x32 frames: the 4x4 grid the data was pooled for
     model = ContrastiveTower(vision, data.embeddings.shape[1], prefix_tokens=1, region_weight=0.5)
     with torch.no_grad():
         total = model(**batch)["loss"]

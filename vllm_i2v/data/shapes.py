@@ -55,6 +55,11 @@ class ShapeObject:
     def name(self) -> str:
         return f"{self.color} {self.shape}"
 
+    def named(self, naming: str = "both") -> str:
+        """What a still's caption or region calls it: ``both`` "red square", ``color`` "red object", ``shape``
+        "square"."""
+        return {"both": self.name, "color": f"{self.color} object", "shape": self.shape}[naming]
+
     def doing(self) -> str:
         """What a clip's caption says of it: "red square moves from left to right", "blue circle appears later and
         stays still"."""
@@ -113,8 +118,9 @@ class Scene:
         for obj in self.objects:
             (x, right), (y, bottom) = ((max(c, 0), min(c + obj.size, self.canvas)) for c in map(round, obj.start))
             for naming in namings:
-                phrase = {"both": obj.name, "color": f"{obj.color} object", "shape": obj.shape}[naming]
-                out.append({"x": x, "y": y, "width": right - x, "height": bottom - y, "phrase": f"a {phrase}"})
+                out.append(
+                    {"x": x, "y": y, "width": right - x, "height": bottom - y, "phrase": f"a {obj.named(naming)}"}
+                )
         return out
 
     def caption(self, naming: str = "both") -> str:
@@ -124,8 +130,7 @@ class Scene:
         parts = []
         for obj in sorted(self.objects, key=lambda o: o.enter):
             if self.duration == 0:
-                name = {"both": obj.name, "color": f"{obj.color} object", "shape": obj.shape}[naming]
-                parts.append(f"a {name} {obj.place(self.canvas)}")
+                parts.append(f"a {obj.named(naming)} {obj.place(self.canvas)}")
                 continue
             parts.append(f"a {obj.doing()}")
         if self.duration == 0:
@@ -414,7 +419,7 @@ def write_split(
             else:
                 Image.fromarray(scene.render()).save(media / relative)
         key = "video" if video else "image"
-        regions = {} if video else {"regions": scene.regions(tuple(region_namings))}
+        regions = {} if video else {"regions": scene.regions(region_namings)}
         turns = []
         for n, qa in enumerate(scene.questions):
             prefix = f"<{key}>\n" if n == 0 or single_turn else ""

@@ -179,6 +179,13 @@ def region_pooling(box: tuple[float, float, float, float], size: tuple[int, int]
     return weights / weights.sum() if weights.sum() > 0 else None
 
 
+def pool_region(region: dict, height: int, width: int, preprocess: FramePreprocessor, grid: tuple[int, int]):
+    """:func:`region_pooling` of one region description (Visual Genome's x, y, width, height, in pixels of a
+    ``height`` x ``width`` image) on the patch ``grid`` of that image as ``preprocess`` hands it to the tower."""
+    box = (region["x"], region["y"], region["x"] + region["width"], region["y"] + region["height"])
+    return region_pooling(preprocess.map_box(box, height, width), preprocess.output_size, grid)
+
+
 class CaptionedImages(torch.utils.data.Dataset):
     """(image, caption embedding) pairs of a LLaVA-layout file: each image's first answer is its caption, or, with
     ``questions``, the answers to those questions are its captions (each one pair). ``preload``: every file decoded
@@ -244,8 +251,7 @@ class CaptionedImages(torch.utils.data.Dataset):
             width, height = image.size
         out = []
         for r in listed:
-            box = self.preprocess.map_box((r["x"], r["y"], r["x"] + r["width"], r["y"] + r["height"]), height, width)
-            pooling = region_pooling(box, self.preprocess.output_size, grid)
+            pooling = pool_region(r, height, width, self.preprocess, grid)
             if pooling is not None:
                 out.append((pooling, str(r["phrase"])))
         return out
