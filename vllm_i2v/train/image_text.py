@@ -157,8 +157,8 @@ class ContrastiveTower(nn.Module):
         patches = self.vision(pixel_values=pixel_values).last_hidden_state[:, self.prefix_tokens :]
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         loss = clip_loss(self.embed(patches.mean(1)), text_embeds, caption_ids, scale)
-        valid = region_ids >= 0 if region_ids is not None else None
-        if self.region_weight and valid is not None and valid.any():  # a batch of images without regions: none
+        # padding is -1; a batch whose rows list no regions adds nothing
+        if self.region_weight and region_ids is not None and (valid := region_ids >= 0).any():
             regions = torch.einsum("brp,bpd->brd", region_weights.to(patches.dtype), patches)[valid]
             loss = loss + self.region_weight * clip_loss(
                 self.embed(regions), region_embeds[valid], region_ids[valid], scale
