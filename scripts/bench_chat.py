@@ -3,8 +3,9 @@
 1. ``vllm-i2v chat --video CLIP --question Q1`` in a fresh process, timed from launch to exit (Python start,
    imports, model load, decode, encode, prefill, generation: everything a user waits for). Repeated ``--runs``
    times; the first run also converts SmolLM2 into the cache if that was never done (reported separately).
-2. In one process, a conversation of several turns: time to first token of every turn after the first (the
-   video is not re-read; the KV cache of the conversation so far is reused).
+2. In one process, a chat of several turns, as `vllm-i2v chat` asks them: time to first token of every turn after
+   the first (the video is not re-read: its KV cache is reused, and the bundled model, trained on independent turns,
+   prefills only each new question).
 
     python scripts/bench_chat.py                      # the bundled sample clip, 3 cold runs, 4 later turns
 """

@@ -247,8 +247,13 @@ class Ours:
         from vllm_i2v.chat import ChatSession
 
         fixed = {"do_sample": False, "min_new_tokens": self.new_tokens}
-        return ChatSession(
-            self.model, self.processor, num_frames=self.frames, max_new_tokens=self.new_tokens, generation=fixed
+        return ChatSession(  # the whole conversation in every turn's prompt, as the peer's
+            self.model,
+            self.processor,
+            num_frames=self.frames,
+            max_new_tokens=self.new_tokens,
+            generation=fixed,
+            independent_turns=False,
         )
 
     def chat(self, video: Path, questions: list[str]) -> list[dict]:

@@ -83,11 +83,14 @@ def video_part(url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def cli_answers(server):
-    """What the chat CLI's session answers to QUESTIONS about the sample clip, greedily, turn after turn."""
+    """What the chat CLI's session answers to QUESTIONS about the sample clip, greedily, turn after turn, with the
+    earlier turns in the prompt (``--turns conversation``: the API answers the history its client sends)."""
     from vllm_i2v.chat import ChatSession
 
     demo, _ = server
-    session = ChatSession(demo.model, demo.processor, num_frames=demo.num_frames, max_new_tokens=48)
+    session = ChatSession(
+        demo.model, demo.processor, num_frames=demo.num_frames, max_new_tokens=48, independent_turns=False
+    )
     session.set_video(SAMPLE_VIDEO)
     return [session.ask(q)[0] for q in QUESTIONS]
 

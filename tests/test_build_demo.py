@@ -68,6 +68,8 @@ def test_shortened_build_learns(tmp_path, parts):
     bundled = load_file(tmp_path / "bundle/trainable.safetensors")
     name = next(n for n in trained if n.startswith("projector."))
     torch.testing.assert_close(bundled[name].float(), trained[name].float(), atol=1e-3, rtol=1e-3)
+    # trained on independent turns (configs/shapes/video.yaml): the bundle says so, and chat asks it that way
+    assert json.loads((tmp_path / "bundle/config.json").read_text())["independent_turns"] is True
 
     losses = [
         h["loss"]

@@ -54,6 +54,26 @@ def test_later_turns_reuse_the_cache_and_match_fresh_answers(saved_model, clip):
             assert times.prefill_tokens <= len(ids) - after_video
 
 
+def test_independent_turns_answer_each_question_about_the_video_alone(saved_model, clip):
+    model, processor = load_model(saved_model), VideoLLMProcessor.from_pretrained(saved_model)
+    assert ChatSession(model, processor).independent_turns is False  # the saved model was not trained so
+    model.config.independent_turns = True  # as training with data.independent_turns saves it
+    session = ChatSession(model, processor, num_frames=4, max_new_tokens=10, system="Answer briefly.")
+    session.set_video(clip)
+    session.ask("What moves?")
+    answer, times = session.ask("Which way does it move?")
+    alone = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "<video>\nWhich way does it move?"},
+    ]
+    expected = processor.tokenizer.decode(fresh_answer(model, processor, alone, clip, 4), skip_special_tokens=True)
+    assert answer == expected.strip()
+    ids, _ = processor.expanded_ids(alone, [4], add_generation_prompt=True)
+    after_video = max(i for i, t in enumerate(ids) if t == model.config.video_token_id) + 1
+    assert times.prefill_tokens <= len(ids) - after_video  # the video came from the cache
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
+
+
 def test_cancel_stops_an_answer_and_the_session_goes_on(saved_model, clip):
     model, processor = load_model(saved_model), VideoLLMProcessor.from_pretrained(saved_model)
     session = ChatSession(
@@ -82,6 +102,8 @@ def test_scripted_json(saved_model, clip, capsys):
         "--question",
         "Which way?",
         "--json",
+        "--turns",
+        "independent",
     ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)

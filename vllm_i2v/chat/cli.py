@@ -76,7 +76,10 @@ def _scripted(session: ChatSession, questions: list[str], as_json: bool, verbose
 
 def _interactive(session: ChatSession, verbose: bool) -> int:
     _enable_line_editing()
-    print(f"video: {session.video or '(none: /video PATH)'} · {session.num_frames} frames · /help for commands")
+    turns = "each question answered alone (--turns)" if session.independent_turns else "a conversation"
+    print(
+        f"video: {session.video or '(none: /video PATH)'} · {session.num_frames} frames · {turns} · /help for commands"
+    )
     while True:
         try:
             line = input("you> ").strip()

@@ -4,6 +4,10 @@ The video is decoded and encoded into visual tokens once per :meth:`ChatSession.
 the whole conversation with the chat template, finds the longest prefix whose keys and values are already in the
 session's KV cache (the video, earlier questions and answers), crops the cache to it and lets the LLM's
 ``generate`` compute only the rest. Answers equal those of a fresh run over the whole conversation.
+
+A model trained on each question as its own conversation (``config.independent_turns``) never saw an earlier turn in
+its prompt: by default its session asks each question about the video alone, as it was trained (the transcript still
+holds every turn), and each turn prefills only its question after the cached video.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ class ChatSession:
     max_new_tokens: int = 256
     generation: dict = field(default_factory=lambda: {"do_sample": False})
     system: str | None = None
+    independent_turns: bool | None = None  # None: as the model was trained (config.independent_turns)
 
     def __post_init__(self):
+        if self.independent_turns is None:
+            self.independent_turns = bool(getattr(self.model.config, "independent_turns", False))
         self.video: str | None = None
         self.video_label: str | None = None
         self.visual_tokens: list[torch.Tensor] = []
@@ -93,11 +100,14 @@ class ChatSession:
     def ask(self, question: str, on_text=None) -> tuple[str, TurnTimes]:
         """Answer ``question``; ``on_text(piece)`` receives the answer as it streams. Returns (answer, times).
 
-        The first question after :meth:`set_video` or :meth:`reset` carries the video placeholder.
+        The first question after :meth:`set_video` or :meth:`reset` carries the video placeholder; with
+        ``independent_turns`` every question does, asked after the system message alone.
         """
         token = self.model.config.video_token
-        first = self.video is not None and not any(token in str(m["content"]) for m in self.messages)
-        messages = self.messages + [{"role": "user", "content": f"{token}\n{question}" if first else question}]
+        earlier = [m for m in self.messages if m["role"] == "system"] if self.independent_turns else self.messages
+        first = self.video is not None and not any(token in str(m["content"]) for m in earlier)
+        asked = {"role": "user", "content": f"{token}\n{question}" if first else question}
+        messages = earlier + [asked]
         frame_counts = [self.frame_count] if self.video else []
         ids, _ = self.processor.expanded_ids(messages, frame_counts, add_generation_prompt=True)
         visual = self.visual_tokens if self.video else []
@@ -122,5 +132,5 @@ class ChatSession:
         except BaseException:
             self._drop_cache()  # the cache may hold half a turn
             raise
-        self.messages = messages + [{"role": "assistant", "content": reply.text}]
+        self.messages = self.messages + [asked, {"role": "assistant", "content": reply.text}]
         return reply.text, reply.times

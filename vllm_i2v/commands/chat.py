@@ -12,15 +12,23 @@ def register(subparsers) -> None:
         run,
         "chat about a video (interactive, or --question for scripts)",
         "Multi-turn chat over a video with streamed answers. The video is decoded and encoded once; later turns "
-        "reuse the conversation's KV cache. Interactive commands: /video PATH, /reset, /frames N, /save FILE, /help, "
-        "/quit. With --question (repeatable) it answers in order and exits; stdout then holds only the answers (or, "
-        "with --json, one JSON document).",
+        "reuse the conversation's KV cache (a model trained on independent turns answers each question about the "
+        "video alone, as it was trained; --turns conversation keeps the earlier turns in its prompt). Interactive "
+        "commands: /video PATH, /reset, /frames N, /save FILE, /help, /quit. With --question (repeatable) it answers "
+        "in order and exits; stdout then holds only the answers (or, with --json, one JSON document).",
         "vllm-i2v chat --video vllm_i2v/assets/sample.mp4 --question 'What moves?' --question 'Which way?'",
     )
     parser.add_argument("--video", default=None, help="video, GIF, image or frame folder to talk about")
     add_chat_model_args(parser)
     parser.add_argument("--question", action="append", default=None, help="ask this and print the answer (repeatable)")
     parser.add_argument("--json", action="store_true", help="with --question: print the turns as one JSON document")
+    parser.add_argument(
+        "--turns",
+        choices=("independent", "conversation"),
+        default=None,
+        help="independent: answer each question about the video alone; conversation: with the earlier turns in the "
+        "prompt (default: independent for a model trained on independent turns, as the bundled one, else conversation)",
+    )
     parser.set_defaults(imports_deepspeed=False)  # loading and answering never import it: a faster cold start
 
 
@@ -30,7 +38,11 @@ def run(args) -> int:
 
     model, processor = load_chat_model(args.model, args.vision, args.llm, args.projector)
     session = ChatSession(
-        model, processor, num_frames=args.frames or model.config.num_frames, max_new_tokens=args.max_new_tokens
+        model,
+        processor,
+        num_frames=args.frames or model.config.num_frames,
+        max_new_tokens=args.max_new_tokens,
+        independent_turns=None if args.turns is None else args.turns == "independent",
     )
     if args.video:
         session.set_video(args.video)

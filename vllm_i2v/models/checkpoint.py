@@ -83,6 +83,7 @@ def load_model(path, **kwargs) -> VideoLLM:
     config = VideoLLMConfig.from_pretrained(path)
     if config.projector != model.config.projector:  # weight-free settings changed in training (projector_changes)
         model.change_projector(config.projector)
+    model.config.independent_turns = config.independent_turns  # how it was trained (chat asks it the same way)
     attach_adapters(model, config)
     load_trainable(model, path)
     return model

@@ -27,6 +27,8 @@ class VideoLLMConfig(PreTrainedConfig):
     num_frames: frames sampled per video by default.
     chat_content: how the chat template takes message content: ``text`` (a string with placeholders, as LLM
         tokenizers' templates do) or ``parts`` (transformers' multimodal list, as LLaVA-family processors' do).
+    independent_turns: the model was trained on each question as its own conversation about the visuals
+        (``data.independent_turns``), never with an earlier turn in its prompt: chat then asks it that way too.
     """
 
     model_type = "vllm_i2v"
@@ -49,6 +51,7 @@ class VideoLLMConfig(PreTrainedConfig):
     image_token_id: int | None = None
     num_frames: int = 8
     chat_content: str = "text"
+    independent_turns: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

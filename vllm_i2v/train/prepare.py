@@ -123,6 +123,7 @@ def prepare_model(config: TrainConfig, args):
     model = load_model(base, **kwargs)
     if config.projector_changes:
         model.change_projector({**model.config.projector, **config.projector_changes})
+    model.config.independent_turns = config.data.independent_turns  # saved with it: how chat asks it (VideoLLMConfig)
     processor = VideoLLMProcessor.from_pretrained(base, config=model.config)  # the visual tokens the model makes
     set_trainable(model, config)
     stored = frozen_llm_dtype(precision_of(config.training), bool(config.training.get("deepspeed")), config.llm_mode)
