@@ -19,6 +19,7 @@ carries it over to pairs its clips never show.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,7 +111,7 @@ class Scene:
         """Every frame of the clip, in order (a generator, so long clips need not sit in memory)."""
         return (self.render(i / self.fps) for i in range(self.num_frames))
 
-    def regions(self, namings: tuple[str, ...] = ("both",)) -> list[dict]:
+    def regions(self, namings: Sequence[str] = ("both",)) -> list[dict]:
         """A still's objects as region descriptions in Visual Genome's layout: each one's box (pixels, clipped to
         the canvas) with a phrase per naming in ``namings``, naming it as :meth:`caption` does (``both``: "a red
         square", ``color``: "a red object", ``shape``: "a square")."""
@@ -382,7 +383,7 @@ def write_split(
     single_turn: bool = False,
     every_object: bool = False,
     every_pair: bool = False,
-    region_namings: tuple[str, ...] = ("both",),
+    region_namings: Sequence[str] = ("both",),
 ) -> dict:
     """Write ``count`` scenes of ``split`` under ``out_dir``: clips (mp4, through :func:`write_video`) or stills
     (png), ``{split}.json`` (LLaVA layout: every question of a clip as one multi-turn conversation, or with
