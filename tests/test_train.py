@@ -424,7 +424,7 @@ def test_shipped_training_configs_are_valid(config, tmp_path):
     training_arguments(loaded)  # every key is one transformers' TrainingArguments knows
 
 
-def test_adapted_features_with_gradient_checkpointing(tmp_path, saved_model, dataset, capsys):
+def test_adapted_features_with_activation_checkpointing(tmp_path, saved_model, dataset, capsys):
     path = write_config(
         tmp_path,
         saved_model,
@@ -432,7 +432,7 @@ def test_adapted_features_with_gradient_checkpointing(tmp_path, saved_model, dat
         trainable={"projector": True, "llm": "lora", "vision": "lora"},
         vision_lora={"r": 4, "lora_alpha": 8},
         training__max_steps=3,
-        training__gradient_checkpointing=True,
+        training__activation_checkpointing=True,
     )
     final = run_training(path)
     out = capsys.readouterr().out
