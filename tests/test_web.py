@@ -117,6 +117,16 @@ def test_tabs_have_their_own_conversations_and_one_answer_at_a_time(server):
     assert [m["role"] for m in c] == ["user", "assistant"] and c[1]["content"] == "3"
 
 
+def test_tabs_ask_the_bundled_model_each_question_alone_unless_told(server):
+    demo, _ = server
+    assert demo.tab("tab-dddddddd").session.independent_turns is True  # trained so: config.independent_turns
+    demo.independent_turns = False  # vllm-i2v serve --turns conversation
+    try:
+        assert demo.tab("tab-eeeeeeee").session.independent_turns is False
+    finally:
+        demo.independent_turns = None
+
+
 def test_all_model_work_runs_on_one_thread(server):
     """Each thread that calls PyTorch gets its own OpenMP team; several outnumber the cores and slow every kernel
     (web/model_thread.py): encoding, answering and changing frames all run on the server's one model thread."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_chat_model_args, add_command
+from .common import add_chat_model_args, add_command, independent_turns
 
 
 def register(subparsers) -> None:
@@ -22,13 +22,6 @@ def register(subparsers) -> None:
     add_chat_model_args(parser)
     parser.add_argument("--question", action="append", default=None, help="ask this and print the answer (repeatable)")
     parser.add_argument("--json", action="store_true", help="with --question: print the turns as one JSON document")
-    parser.add_argument(
-        "--turns",
-        choices=("independent", "conversation"),
-        default=None,
-        help="independent: answer each question about the video alone; conversation: with the earlier turns in the "
-        "prompt (default: independent for a model trained on independent turns, as the bundled one, else conversation)",
-    )
     parser.set_defaults(imports_deepspeed=False)  # loading and answering never import it: a faster cold start
 
 
@@ -42,7 +35,7 @@ def run(args) -> int:
         processor,
         num_frames=args.frames or model.config.num_frames,
         max_new_tokens=args.max_new_tokens,
-        independent_turns=None if args.turns is None else args.turns == "independent",
+        independent_turns=independent_turns(args),
     )
     if args.video:
         session.set_video(args.video)

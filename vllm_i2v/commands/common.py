@@ -51,3 +51,16 @@ def add_chat_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, default=None, help="frames to sample (default: the model's num_frames)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length cap")
+    parser.add_argument(
+        "--turns",
+        choices=("independent", "conversation"),
+        default=None,
+        help="independent: answer each question about the video alone; conversation: with the earlier turns in the "
+        "prompt (default: independent for a model trained on independent turns, as the bundled one, else "
+        "conversation). The chat and the web page follow it; the API answers the messages its client sends",
+    )
+
+
+def independent_turns(args: argparse.Namespace) -> bool | None:
+    """``--turns`` as :class:`~vllm_i2v.chat.ChatSession` takes it (None: as the model was trained)."""
+    return None if args.turns is None else args.turns == "independent"

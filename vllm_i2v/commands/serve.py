@@ -6,7 +6,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from .common import add_chat_model_args, add_command
+from .common import add_chat_model_args, add_command, independent_turns
 
 
 def register(subparsers) -> None:
@@ -82,4 +82,5 @@ def run(args) -> int:
         args.frames,
         args.max_new_tokens,
         api,
+        independent_turns(args),
     )

@@ -32,10 +32,12 @@ def serve(
     frames: int | None = None,
     max_new_tokens: int = 256,
     api: dict | None = None,
+    independent_turns: bool | None = None,
 ) -> int:
     """Serve the page and the ``/v1`` API (``api``: :class:`~vllm_i2v.web.api.OpenAIAPI`'s settings) for the model
     ``load()`` returns as ``(model, processor)`` until interrupted (SIGINT or SIGTERM: open connections get a few
-    seconds). The model is loaded on the thread that will run it (see :mod:`vllm_i2v.web.model_thread`)."""
+    seconds). The model is loaded on the thread that will run it (see :mod:`vllm_i2v.web.model_thread`).
+    ``independent_turns``: how the page's conversations ask the model (:class:`~vllm_i2v.chat.ChatSession`)."""
     import uvicorn
 
     from ..bundled import SAMPLE_VIDEO
@@ -58,6 +60,7 @@ def serve(
         storage_limit=storage_limit,
         api=api,
         model_thread=model_thread,
+        independent_turns=independent_turns,
     )
     served = f" · OpenAI-compatible API at http://{host}:{port}/v1 (model {api['served_name']!r})" if api else ""
     print(f"vllm-i2v demo on http://{host}:{port}/{served} (Ctrl-C stops it)", flush=True)

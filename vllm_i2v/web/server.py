@@ -70,6 +70,7 @@ class DemoServer:
         storage_limit: int | None = None,
         api: dict | None = None,
         model_thread: ModelThread | None = None,
+        independent_turns: bool | None = None,
     ):
         self.model, self.processor = model, processor
         self.model_thread = model_thread or ModelThread()  # every tower and LLM call, one at a time
@@ -78,6 +79,7 @@ class DemoServer:
         self.storage_limit = storage_limit or 4 * upload_limit  # all tabs' files together
         self.num_frames = num_frames or model.config.num_frames
         self.max_new_tokens = max_new_tokens
+        self.independent_turns = independent_turns  # the tabs' sessions' (None: as the model was trained)
         self.tabs: OrderedDict[str, Tab] = OrderedDict()
         self.root = Path(tempfile.mkdtemp(prefix="vllm_i2v_serve_"))
         self.api = OpenAIAPI(self, **api) if api is not None else None  # the /v1 routes: OpenAIAPI's settings
@@ -93,7 +95,11 @@ class DemoServer:
             while len(self.tabs) >= MAX_TABS:  # forget the least recently used conversation
                 self._evict_oldest()
             session = ChatSession(
-                self.model, self.processor, num_frames=self.num_frames, max_new_tokens=self.max_new_tokens
+                self.model,
+                self.processor,
+                num_frames=self.num_frames,
+                max_new_tokens=self.max_new_tokens,
+                independent_turns=self.independent_turns,
             )
             self.tabs[tab_id] = Tab(session, self.root / tab_id)
             self.tabs[tab_id].folder.mkdir()
