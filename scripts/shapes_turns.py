@@ -45,12 +45,13 @@ def main() -> None:
         if row["video"] in by_clip or len(by_clip) < args.clips:
             by_clip[row["video"]].append(row)
 
-    model, processor = load_model(args.model).eval(), VideoLLMProcessor.from_pretrained(args.model)
-    sessions = {way: ChatSession(model, processor, 8, 48, independent_turns=alone) for way, alone in WAYS.items()}
+    session = ChatSession(load_model(args.model).eval(), VideoLLMProcessor.from_pretrained(args.model), 8, 48)
     hits, counts = Counter(), Counter()
     for video, rows in tqdm(by_clip.items(), desc="asking", unit="clip"):
-        for way, session in sessions.items():
-            session.set_video(Path(args.data) / "videos" / video)
+        session.set_video(Path(args.data) / "videos" / video)  # decoded and encoded once for both ways
+        for way, alone in WAYS.items():
+            session.independent_turns = alone
+            session.reset()
             for row in rows:
                 answer, _ = session.ask(row["question"])
                 column = column_of(row)

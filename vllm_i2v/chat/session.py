@@ -40,7 +40,7 @@ class ChatSession:
 
     def __post_init__(self):
         if self.independent_turns is None:
-            self.independent_turns = bool(getattr(self.model.config, "independent_turns", False))
+            self.independent_turns = self.model.config.independent_turns
         self.video: str | None = None
         self.video_label: str | None = None
         self.visual_tokens: list[torch.Tensor] = []
