@@ -280,6 +280,20 @@ def test_vision_lora_trains_only_adapters_and_round_trips(build, tmp_path, lora)
     torch.testing.assert_close(VideoLLM.from_pretrained(tmp_path)(**batch).logits, expected, atol=0, rtol=0)
 
 
+def test_a_trained_checkpoint_loads_ready_to_answer(saved_model, tmp_path):
+    """A trainable-only checkpoint whose LoRA trained with dropout loads in eval mode, as a full one does: its
+    adapters' dropout must not reach the chat's or the server's answers."""
+    from vllm_i2v.models.checkpoint import load_model, save_trainable
+    from vllm_i2v.models.lora import add_lora
+
+    model = load_model(saved_model)
+    model.config.llm_lora = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.5, "target_modules": "all-linear"}
+    add_lora(model.language_model, model.config.llm_lora)
+    loaded = load_model(save_trainable(model, tmp_path / "trained", saved_model))
+    assert any("lora_dropout" in name for name, _ in loaded.named_modules())
+    assert [name for name, module in loaded.named_modules() if module.training] == []
+
+
 def test_checkpoint_missing_a_projector_weight_refuses_to_load(saved_model, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

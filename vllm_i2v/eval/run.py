@@ -91,7 +91,7 @@ def predict_task(
         from ..plan import warn_if_too_large
 
         warn_if_too_large(model_path, frames)
-        model, processor = load_model(model_path).eval(), VideoLLMProcessor.from_pretrained(model_path)
+        model, processor = load_model(model_path), VideoLLMProcessor.from_pretrained(model_path)
         num_frames = frames or model.config.num_frames
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             stats = predict(

@@ -86,7 +86,7 @@ def load_model(path, **kwargs) -> VideoLLM:
     model.config.independent_turns = config.independent_turns  # how it was trained (chat asks it the same way)
     attach_adapters(model, config)
     load_trainable(model, path)
-    return model
+    return model.eval()  # as from_pretrained returns a full one (the adapters were added in training mode)
 
 
 def attach_adapters(model: VideoLLM, config: VideoLLMConfig) -> None:

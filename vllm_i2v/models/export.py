@@ -82,7 +82,7 @@ def export_llava_next_video(src, dst) -> Path:
     reason = unfit_reason(VideoLLMConfig.from_pretrained(src))  # before the weights load
     if reason:
         raise CheckpointError(f"{src}: cannot be exported to llava-next-video: {reason}")
-    model, processor = load_model(src).eval(), VideoLLMProcessor.from_pretrained(src)
+    model, processor = load_model(src), VideoLLMProcessor.from_pretrained(src)
     merge_lora(model.language_model, 1.0)
     merge_lora(model.vision_tower.model, 1.0)
     config, tokenizer, llm = model.config, processor.tokenizer, model.language_model
