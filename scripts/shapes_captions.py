@@ -19,10 +19,9 @@ from pathlib import Path
 from readme_table import replace_block
 from tqdm import tqdm
 
+from vllm_i2v.chat.cli import load_chat_model
 from vllm_i2v.chat.session import ChatSession
 from vllm_i2v.data.shapes import ShapeObject, scene_of_file
-from vllm_i2v.models.checkpoint import load_model
-from vllm_i2v.models.processor import VideoLLMProcessor
 
 QUESTION = "Describe the video."
 COLUMNS = ("every object's colour and shape", "every object's colour, shape and motion", "the reference, word for word")
@@ -55,7 +54,7 @@ def main() -> None:
         if len(clips[len(scene.objects)]) < args.per_count:
             clips[len(scene.objects)].append((Path(args.data) / "videos" / row["video"], scene))
 
-    session = ChatSession(load_model(args.model).eval(), VideoLLMProcessor.from_pretrained(args.model), 8, 48)
+    session = ChatSession(*load_chat_model(args.model), num_frames=8, max_new_tokens=48)
     hits, counts = Counter(), Counter()
     with tqdm(total=sum(map(len, clips.values())), desc="describing", unit="clip") as bar:
         for count, pairs in clips.items():

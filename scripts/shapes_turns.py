@@ -19,11 +19,10 @@ from pathlib import Path
 from readme_table import replace_block
 from tqdm import tqdm
 
+from vllm_i2v.chat.cli import load_chat_model
 from vllm_i2v.chat.session import ChatSession
 from vllm_i2v.eval.answers import exact_match
 from vllm_i2v.eval.shapes import COLUMNS, column_of
-from vllm_i2v.models.checkpoint import load_model
-from vllm_i2v.models.processor import VideoLLMProcessor
 
 WAYS = {"in one conversation": False, "each on its own": True}  # name: independent_turns
 
@@ -45,7 +44,7 @@ def main() -> None:
         if row["video"] in by_clip or len(by_clip) < args.clips:
             by_clip[row["video"]].append(row)
 
-    session = ChatSession(load_model(args.model).eval(), VideoLLMProcessor.from_pretrained(args.model), 8, 48)
+    session = ChatSession(*load_chat_model(args.model), num_frames=8, max_new_tokens=48)
     hits, counts = Counter(), Counter()
     for video, rows in tqdm(by_clip.items(), desc="asking", unit="clip"):
         session.set_video(Path(args.data) / "videos" / video)  # decoded and encoded once for both ways
