@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench_peer import QUESTIONS, SAMPLE, Ours, Theirs, bench_clips, build_pair
-from readme_table import replace_block
+from readme_table import publish
 
 
 @contextmanager
@@ -172,9 +172,7 @@ def main() -> None:
         "tokens a turn.",
     ]
     table = "\n".join(lines)
-    print(table)
-    if args.readme:
-        replace_block(args.readme, "api-bench", table)
+    publish(table, args.readme, "api-bench")
 
 
 if __name__ == "__main__":

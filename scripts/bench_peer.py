@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 from bench_decode import decode_everything, median_seconds
-from readme_table import replace_block
+from readme_table import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "vllm_i2v" / "assets" / "sample.mp4"
@@ -572,9 +572,7 @@ def main() -> None:
         for result in results.values():
             result["rate"] = rate
     markdown = table(results, decode_speed(args.frames, args.repeats), args)
-    print(markdown)
-    if args.readme:
-        replace_block(args.readme, "peer-bench", markdown)
+    publish(markdown, args.readme, "peer-bench")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_train import make_dataset, run
-from readme_table import replace_block
+from readme_table import publish
 
 from vllm_i2v.bundled import DEFAULT_MODEL
 from vllm_i2v.data import load_samples
@@ -135,9 +135,7 @@ def main() -> None:
             f"| {row['name']} | {gib(row['predicted'])} | {gib(measured)} | {row['predicted'] / measured:.2f} |"
         )
     table = "\n".join(lines)
-    print(table)
-    if args.readme:
-        replace_block(args.readme, "plan-bench-cuda" if cuda else "plan-bench", table)
+    publish(table, args.readme, "plan-bench-cuda" if cuda else "plan-bench")
 
 
 if __name__ == "__main__":

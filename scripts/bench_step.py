@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import torch
-from readme_table import replace_block
+from readme_table import publish
 
 from vllm_i2v.models.attention import set_attention
 from vllm_i2v.train.config import load_train_config
@@ -74,9 +74,7 @@ def main() -> None:
         median = statistics.median(times[variant])
         lines.append(f"| {variant[0]} | {variant[1]} | {median:.2f} s | {base / median:.2f}× | {losses[variant]:.6f} |")
     table = "\n".join(lines)
-    print(table)
-    if args.readme:
-        replace_block(args.readme, "step-bench", table)
+    publish(table, args.readme, "step-bench")
 
 
 if __name__ == "__main__":

@@ -22,3 +22,10 @@ def replace_block(readme, name: str, markdown: str) -> None:
     command = f"python {script} " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     block = f"{start}\n{markdown}\n\n<sub>Regenerate: `{command}`</sub>\n{end}"
     write_text_atomic(readme, pattern.sub(lambda _: block, text))
+
+
+def publish(markdown: str, readme, name: str) -> None:
+    """Print ``markdown``; with ``readme``, also put it in that file's ``name`` block (:func:`replace_block`)."""
+    print(markdown)
+    if readme:
+        replace_block(readme, name, markdown)

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from readme_table import replace_block
+from readme_table import publish
 from tqdm import tqdm
 
 from vllm_i2v.chat.cli import load_chat_model
@@ -71,9 +71,7 @@ def main() -> None:
         cells = [f"{100 * hits[count, column] / counts[count]:.0f}%" for column in COLUMNS] if counts[count] else []
         lines.append(f"| {count} | {counts[count]} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    print(table)
-    if args.readme:
-        replace_block(args.readme, "shapes-captions", table)
+    publish(table, args.readme, "shapes-captions")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from readme_table import replace_block
+from readme_table import publish
 from tqdm import tqdm
 
 from vllm_i2v.chat.cli import load_chat_model
@@ -67,9 +67,7 @@ def main() -> None:
         cells = [f"{100 * hits[way, c] / counts[way, c]:.1f} ({counts[way, c]})" for c in columns]
         lines.append(f"| {way} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    print(table)
-    if args.readme:
-        replace_block(args.readme, "shapes-turns", table)
+    publish(table, args.readme, "shapes-turns")
 
 
 if __name__ == "__main__":
